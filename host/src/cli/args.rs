@@ -1,0 +1,274 @@
+//! Command-line arguments. Each option that has a configuration key names
+//! its `SLUICE_*` variable; flags win over variables, variables over the
+//! `--config` file, and the file over the defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ProgressMode};
+
+/// Loads data files into an HTTP API through a WebAssembly format plugin.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version)]
+pub struct Cli {
+    /// Log filter, such as `info`, `debug` or `sluice=debug`.
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest files into the API.
+    Run(RunArgs),
+    /// Send the records of dead-letter files again, then remove the files.
+    Reprocess(ReprocessArgs),
+    /// Inspect a plugin.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a plugin's name, version, extensions and configuration keys.
+    Info {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Input files, ingested one after another in the order given.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReprocessArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Also reprocess rejected files (permanent faults, malformed records).
+    /// Fix the records or the API first, or they are rejected again.
+    #[arg(long)]
+    pub include_rejected: bool,
+
+    /// Dead-letter files, or directories of them (processed oldest first).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Options shared by `run` and `reprocess`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Format plugin component (.wasm). Key: plugin.path.
+    #[arg(long, env = "SLUICE_PLUGIN_PATH", value_name = "FILE")]
+    pub plugin: Option<PathBuf>,
+
+    /// Plugin setting; repeat for more. Key: plugin.config.KEY; variable:
+    /// SLUICE_PLUGIN_CONFIG_KEY.
+    #[arg(long = "plugin-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub plugin_config: Vec<(String, String)>,
+
+    /// Base URL of the API. Key: endpoint.
+    #[arg(long, env = "SLUICE_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Directory for dead-letter and rejected files [default: dead-letters].
+    /// Key: dead_letter_dir.
+    #[arg(long, env = "SLUICE_DEAD_LETTER_DIR", value_name = "DIR")]
+    pub dead_letter_dir: Option<PathBuf>,
+
+    /// Header added to every request; repeat for more. Values may use
+    /// ${VAR}. Key: http.headers; variable: SLUICE_HTTP_HEADER_NAME.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+
+    /// Maximum requests in flight [default: 16]. Key: http.concurrency.
+    #[arg(long, env = "SLUICE_HTTP_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Per-request timeout, including the response body [default: 30s].
+    /// Key: http.timeout.
+    #[arg(long, env = "SLUICE_HTTP_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Connection timeout [default: 10s]. Key: http.connect_timeout.
+    #[arg(long, env = "SLUICE_HTTP_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Retries after the first attempt; 0 means one attempt [default: 5].
+    /// Key: retry.max_retries.
+    #[arg(long, env = "SLUICE_RETRY_MAX_RETRIES", value_name = "N")]
+    pub max_retries: Option<u32>,
+
+    /// Upper bound of the first backoff delay [default: 100ms]. Key:
+    /// retry.initial_backoff.
+    #[arg(long, env = "SLUICE_RETRY_INITIAL_BACKOFF", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub initial_backoff: Option<Duration>,
+
+    /// Growth factor of the backoff per retry [default: 2]. Key:
+    /// retry.multiplier.
+    #[arg(long, env = "SLUICE_RETRY_MULTIPLIER", value_name = "FACTOR")]
+    pub backoff_multiplier: Option<f64>,
+
+    /// Cap on the backoff delay [default: 10s]. Key: retry.max_backoff.
+    #[arg(long, env = "SLUICE_RETRY_MAX_BACKOFF", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_backoff: Option<Duration>,
+
+    /// Cap on a Retry-After delay [default: 60s]. Key:
+    /// retry.max_retry_after.
+    #[arg(long, env = "SLUICE_RETRY_MAX_RETRY_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_retry_after: Option<Duration>,
+
+    /// Seed for the backoff jitter, for reproducible runs. Key:
+    /// retry.jitter_seed.
+    #[arg(long, env = "SLUICE_RETRY_JITTER_SEED", value_name = "N")]
+    pub jitter_seed: Option<u64>,
+
+    /// Consecutive requests out of retries that open the circuit breaker
+    /// [default: 5]. Key: breaker.failure_threshold.
+    #[arg(long, env = "SLUICE_BREAKER_FAILURE_THRESHOLD", value_name = "N")]
+    pub failure_threshold: Option<u32>,
+
+    /// How long the breaker stays open before a probe [default: 30s]. Key:
+    /// breaker.open_duration.
+    #[arg(long, env = "SLUICE_BREAKER_OPEN_DURATION", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub open_duration: Option<Duration>,
+
+    /// Bytes read from a file per plugin call [default: 65536]. Key:
+    /// input.chunk_size.
+    #[arg(long, env = "SLUICE_INPUT_CHUNK_SIZE", value_name = "BYTES")]
+    pub chunk_size: Option<usize>,
+
+    /// Progress bar on stderr [default: auto]. Key: progress.
+    #[arg(long, env = "SLUICE_PROGRESS", value_name = "WHEN")]
+    pub progress: Option<ProgressMode>,
+
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// Lays flags and environment variables over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(value) = value {
+                *target = value.clone();
+            }
+        }
+        if self.endpoint.is_some() {
+            config.endpoint = self.endpoint.clone();
+        }
+        if self.dead_letter_dir.is_some() {
+            config.dead_letter_dir = self.dead_letter_dir.clone();
+        }
+        if self.plugin.is_some() {
+            config.plugin.path = self.plugin.clone();
+        }
+        for (key, value) in &self.plugin_config {
+            config.plugin.config.insert(key.clone(), value.clone());
+        }
+        for (name, value) in &self.headers {
+            config.http.headers.insert(name.clone(), value.clone());
+        }
+        set(&mut config.progress, &self.progress);
+        set(&mut config.http.concurrency, &self.concurrency);
+        set(&mut config.http.timeout, &self.timeout);
+        set(&mut config.http.connect_timeout, &self.connect_timeout);
+        set(&mut config.retry.max_retries, &self.max_retries);
+        set(&mut config.retry.initial_backoff, &self.initial_backoff);
+        set(&mut config.retry.multiplier, &self.backoff_multiplier);
+        set(&mut config.retry.max_backoff, &self.max_backoff);
+        set(&mut config.retry.max_retry_after, &self.max_retry_after);
+        if self.jitter_seed.is_some() {
+            config.retry.jitter_seed = self.jitter_seed;
+        }
+        set(&mut config.breaker.failure_threshold, &self.failure_threshold);
+        set(&mut config.breaker.open_duration, &self.open_duration);
+        set(&mut config.input.chunk_size, &self.chunk_size);
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected \"NAME: VALUE\", got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_splits_at_the_first_equals_sign() {
+        let parsed = parse_key_value("path=/a/{b}?c=d").unwrap();
+        assert_eq!(parsed, ("path".to_owned(), "/a/{b}?c=d".to_owned()));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn header_splits_name_and_value() {
+        let parsed = parse_header("Authorization: Bearer ${T}").unwrap();
+        assert_eq!(parsed, ("Authorization".to_owned(), "Bearer ${T}".to_owned()));
+        assert!(parse_header("no colon").is_err());
+    }
+
+    #[test]
+    fn flags_override_file_values() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "run",
+            "--concurrency",
+            "3",
+            "--plugin-config",
+            "key=iata",
+            "--max-retries",
+            "0",
+            "a.csv",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        let mut config = Config::default();
+        config.http.concurrency = 50;
+        config.plugin.config.insert("key".to_owned(), "faa".to_owned());
+        config.retry.max_backoff = Duration::from_secs(3);
+
+        args.common.apply(&mut config);
+
+        assert_eq!(config.http.concurrency, 3);
+        assert_eq!(config.retry.max_retries, 0);
+        assert_eq!(config.plugin.config["key"], "iata");
+        assert_eq!(config.retry.max_backoff, Duration::from_secs(3));
+    }
+}

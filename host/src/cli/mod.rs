@@ -1,0 +1,225 @@
+//! The `sluice` command: argument handling, logging and exit statuses.
+//!
+//! Exit statuses: 0 when every record was delivered; 3 when the run
+//! finished but some records were dead-lettered or rejected; 2 for usage
+//! and configuration errors; 1 for other failures, such as a file that
+//! could not be read to its end or a plugin that does not load.
+
+mod args;
+
+use std::io::{IsTerminal as _, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser as _;
+use indicatif::ProgressBar;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+pub use self::args::{Cli, Command, CommonArgs, PluginCommand};
+use crate::config::{apply_env_maps, Config, Settings};
+use crate::pipeline::{dead_letter_inputs, Input, InputKind, Pipeline};
+use crate::plugin::{Plugin, PluginError};
+use crate::report::{Counters, Progress, RunReport};
+
+/// Exit status for usage and configuration errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status for failures other than undelivered records.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// A failure that ends the command, with its exit status.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn usage(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
+    }
+
+    fn other(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_FAILURE,
+            error: error.into(),
+        }
+    }
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Plugin {
+            command: PluginCommand::Info { plugin },
+        } => {
+            init_logging(&cli.log_level, None);
+            plugin_info(plugin)
+        }
+        Command::Run(args) => {
+            let inputs = args
+                .files
+                .iter()
+                .map(|path| Input {
+                    path: path.clone(),
+                    kind: InputKind::Source,
+                })
+                .collect();
+            ingest(&cli.log_level, &args.common, Ok(inputs))
+        }
+        Command::Reprocess(args) => {
+            let inputs = dead_letter_inputs(&args.paths, args.include_rejected);
+            ingest(&cli.log_level, &args.common, inputs)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn plugin_info(path: &Path) -> Result<u8, Failure> {
+    let plugin = load_plugin(path)?;
+    let info = plugin.info();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "name        {}", info.name);
+    let _ = writeln!(out, "version     {}", info.version);
+    let _ = writeln!(out, "extensions  {}", info.extensions.join(", "));
+    let _ = writeln!(out, "config keys");
+    for key in &info.config_keys {
+        let required = if key.required { " (required)" } else { "" };
+        let _ = writeln!(out, "  {}{required}: {}", key.name, key.description);
+    }
+    Ok(0)
+}
+
+fn load_plugin(path: &Path) -> Result<Plugin, Failure> {
+    if !path.is_file() {
+        let message = format!(
+            "plugin {} not found; build it with scripts/build-plugins or pass --plugin",
+            path.display()
+        );
+        return Err(Failure::usage(anyhow::anyhow!(message)));
+    }
+    Plugin::load(path).map_err(Failure::other)
+}
+
+fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
+    let mut config = match &common.config {
+        Some(path) => Config::from_file(path).map_err(Failure::usage)?,
+        None => Config::default(),
+    };
+    apply_env_maps(&mut config, std::env::vars());
+    common.apply(&mut config);
+    config
+        .validate(|name| std::env::var(name).ok())
+        .map_err(Failure::usage)
+}
+
+fn ingest(
+    log_level: &str,
+    common: &CommonArgs,
+    inputs: anyhow::Result<Vec<Input>>,
+) -> Result<u8, Failure> {
+    let settings = load_settings(common)?;
+    let total_bytes = match &inputs {
+        Ok(inputs) => inputs
+            .iter()
+            .filter_map(|input| std::fs::metadata(&input.path).ok())
+            .map(|meta| meta.len())
+            .sum(),
+        Err(_) => 0,
+    };
+    let progress = Progress::new(settings.progress, total_bytes);
+    init_logging(log_level, progress.bar());
+    let inputs = inputs.map_err(Failure::usage)?;
+    for input in &inputs {
+        if !input.path.is_file() {
+            let message = format!("input file {} not found", input.path.display());
+            return Err(Failure::usage(anyhow::anyhow!(message)));
+        }
+    }
+
+    let mut plugin = load_plugin(&settings.plugin_path)?;
+    match plugin.configure(settings.plugin_config.clone()) {
+        Ok(()) => {}
+        Err(err @ PluginError::Config { .. }) => return Err(Failure::usage(err)),
+        Err(err) => return Err(Failure::other(err)),
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::other)?;
+    let summary_json = common.summary_json.clone();
+    let report = runtime.block_on(async {
+        let counters = Arc::new(Counters::default());
+        let pipeline = Pipeline::new(settings, plugin, counters.clone())?;
+        let ticker = progress.spawn_ticker(counters, pipeline.breaker().clone());
+        let report = pipeline.run(&inputs).await;
+        ticker.abort();
+        report
+    });
+    progress.finish();
+    let report = report.map_err(Failure::other)?;
+    finish(&report, summary_json.as_deref())
+}
+
+fn finish(report: &RunReport, summary_json: Option<&Path>) -> Result<u8, Failure> {
+    let mut out = std::io::stdout().lock();
+    let _ = report.write_summary(&mut out);
+    if let Some(path) = summary_json {
+        let json = serde_json::to_vec_pretty(report).map_err(Failure::other)?;
+        std::fs::write(path, json).map_err(|err| {
+            Failure::other(anyhow::anyhow!("cannot write summary {}: {err}", path.display()))
+        })?;
+    }
+    Ok(report.exit_code())
+}
+
+fn init_logging(level: &str, bar: Option<ProgressBar>) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(LogWriter { bar })
+        .try_init();
+}
+
+/// Writes log lines to stderr, around the progress bar when there is one.
+#[derive(Clone)]
+struct LogWriter {
+    bar: Option<ProgressBar>,
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        self.clone()
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}

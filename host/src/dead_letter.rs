@@ -1,0 +1,449 @@
+//! Dead-letter and rejected files.
+//!
+//! Records that ran out of retries go to a dead-letter file; records that
+//! the API rejected with a permanent fault, malformed records and records
+//! the plugin could not map go to a rejected file. Both are valid input
+//! files for the plugin that produced them: the plugin's preamble, then
+//! each record's raw bytes followed by the plugin's record separator.
+//!
+//! Beside each data file, a JSON Lines sidecar (`<data file>.meta.jsonl`)
+//! holds one [`SidecarEntry`] per record, in the same order, with the
+//! record's original source and position, so reprocessing keeps them.
+//!
+//! File names are `<stem>.<run id>.dead.<ext>` and
+//! `<stem>.<run id>.rejected.<ext>`. The run id starts with a UTC
+//! timestamp, so sorting names sorts files oldest first.
+//!
+//! A record counts as handled only after [`DeadLetterSink::sync`] has
+//! flushed both files to disk.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the sidecar line format.
+pub const SIDECAR_VERSION: u32 = 1;
+
+const SIDECAR_SUFFIX: &str = ".meta.jsonl";
+
+/// Which of the two files a record goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Ran out of retries on transient faults; reprocess once the API is
+    /// back.
+    DeadLetter,
+    /// Permanent fault, malformed record or mapping error; needs a fix.
+    Rejected,
+}
+
+impl Kind {
+    fn infix(self) -> &'static str {
+        match self {
+            Kind::DeadLetter => "dead",
+            Kind::Rejected => "rejected",
+        }
+    }
+}
+
+/// One sidecar line: where a record came from and why it is here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarEntry {
+    /// Sidecar format version, [`SIDECAR_VERSION`].
+    pub version: u32,
+    pub kind: Kind,
+    /// The original input file, as given on the command line.
+    pub source: String,
+    /// 1-based record number in the original file.
+    pub record: u64,
+    /// 1-based line number in the original file.
+    pub line: u64,
+    /// The record's key, empty when it has none.
+    pub key: String,
+    /// HTTP attempts made, counting the first; 0 when nothing was sent.
+    pub attempts: u32,
+    /// The last HTTP status, when the server answered.
+    pub status: Option<u16>,
+    /// What went wrong on the last attempt, or why nothing was sent.
+    pub error: String,
+    /// When the record was written here, in RFC 3339 UTC.
+    pub time: String,
+}
+
+struct OpenFile {
+    data: File,
+    sidecar: File,
+    data_path: PathBuf,
+    records: u64,
+    unsynced: bool,
+}
+
+/// The dead-letter and rejected files of one input file, created on the
+/// first record that needs them.
+pub struct DeadLetterSink {
+    dir: PathBuf,
+    stem: String,
+    extension: String,
+    run_id: String,
+    separator: Vec<u8>,
+    preamble: Vec<u8>,
+    dead: Option<OpenFile>,
+    rejected: Option<OpenFile>,
+}
+
+impl DeadLetterSink {
+    /// Prepares a sink in `dir` for records of a file named `stem.extension`.
+    pub fn new(dir: &Path, stem: &str, extension: &str, run_id: &str, separator: &[u8]) -> Self {
+        DeadLetterSink {
+            dir: dir.to_owned(),
+            stem: stem.to_owned(),
+            extension: extension.to_owned(),
+            run_id: run_id.to_owned(),
+            separator: separator.to_vec(),
+            preamble: Vec::new(),
+            dead: None,
+            rejected: None,
+        }
+    }
+
+    /// Sets the bytes each new file starts with. Files already created keep
+    /// theirs.
+    pub fn set_preamble(&mut self, preamble: Vec<u8>) {
+        self.preamble = preamble;
+    }
+
+    /// Appends one record and its sidecar line; [`sync`](Self::sync) makes
+    /// them durable.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a file cannot be created or written.
+    pub fn write(&mut self, raw: &[u8], entry: &SidecarEntry) -> io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let separator = self.separator.clone();
+        let file = self.open(entry.kind)?;
+        file.data.write_all(raw)?;
+        file.data.write_all(&separator)?;
+        file.sidecar.write_all(&line)?;
+        file.records += 1;
+        file.unsynced = true;
+        Ok(())
+    }
+
+    /// Flushes every record written since the last call to disk.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the disk does not confirm the write.
+    pub fn sync(&mut self) -> io::Result<()> {
+        for file in [&mut self.dead, &mut self.rejected].into_iter().flatten() {
+            if file.unsynced {
+                file.data.sync_data()?;
+                file.sidecar.sync_data()?;
+                file.unsynced = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the data files created so far, with their record counts.
+    pub fn files(&self) -> Vec<(Kind, PathBuf, u64)> {
+        let mut files = Vec::new();
+        if let Some(file) = &self.dead {
+            files.push((Kind::DeadLetter, file.data_path.clone(), file.records));
+        }
+        if let Some(file) = &self.rejected {
+            files.push((Kind::Rejected, file.data_path.clone(), file.records));
+        }
+        files
+    }
+
+    fn open(&mut self, kind: Kind) -> io::Result<&mut OpenFile> {
+        let slot = match kind {
+            Kind::DeadLetter => &mut self.dead,
+            Kind::Rejected => &mut self.rejected,
+        };
+        if slot.is_none() {
+            fs::create_dir_all(&self.dir)?;
+            let name = format!(
+                "{}.{}.{}.{}",
+                self.stem,
+                self.run_id,
+                kind.infix(),
+                self.extension
+            );
+            let data_path = self.dir.join(&name);
+            let sidecar_path = sidecar_path(&data_path);
+            let mut data = create_new(&data_path)?;
+            let sidecar = create_new(&sidecar_path)?;
+            data.write_all(&self.preamble)?;
+            // Make the new directory entries themselves durable.
+            File::open(&self.dir)?.sync_all()?;
+            *slot = Some(OpenFile {
+                data,
+                sidecar,
+                data_path,
+                records: 0,
+                unsynced: true,
+            });
+        }
+        Ok(slot.as_mut().expect("slot was filled above"))
+    }
+}
+
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))
+}
+
+/// Returns the sidecar path of a data file.
+pub fn sidecar_path(data_path: &Path) -> PathBuf {
+    let mut name = data_path.as_os_str().to_owned();
+    name.push(SIDECAR_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The parts of a dead-letter or rejected file name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterName {
+    /// The stem of the original input file.
+    pub stem: String,
+    pub run_id: String,
+    pub kind: Kind,
+    pub extension: String,
+}
+
+/// Splits `<stem>.<run id>.<dead|rejected>.<ext>`; `None` for other names,
+/// sidecars included.
+pub fn parse_name(path: &Path) -> Option<DeadLetterName> {
+    let name = path.file_name()?.to_str()?;
+    if name.ends_with(SIDECAR_SUFFIX) {
+        return None;
+    }
+    let mut parts = name.rsplitn(4, '.');
+    let extension = parts.next()?;
+    let kind = match parts.next()? {
+        "dead" => Kind::DeadLetter,
+        "rejected" => Kind::Rejected,
+        _ => return None,
+    };
+    let run_id = parts.next()?;
+    let stem = parts.next()?;
+    if stem.is_empty() || run_id.is_empty() {
+        return None;
+    }
+    Some(DeadLetterName {
+        stem: stem.to_owned(),
+        run_id: run_id.to_owned(),
+        kind,
+        extension: extension.to_owned(),
+    })
+}
+
+/// Lists the dead-letter files in `dir`, oldest first, with rejected files
+/// too when `include_rejected` is set.
+///
+/// # Errors
+///
+/// Fails when the directory cannot be read.
+pub fn list_dir(dir: &Path, include_rejected: bool) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = parse_name(&path) else {
+            continue;
+        };
+        if name.kind == Kind::DeadLetter || include_rejected {
+            found.push((name.run_id, path));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, path)| path).collect())
+}
+
+/// The entries of a sidecar file.
+#[derive(Debug, Default)]
+pub struct Sidecar {
+    pub entries: Vec<SidecarEntry>,
+    /// A last line that was cut short by a crash and ignored.
+    pub torn_tail: bool,
+}
+
+/// Reads a sidecar. A missing file gives no entries. A last line without
+/// its newline, left by a crash mid-write, is ignored and reported through
+/// `torn_tail`.
+///
+/// # Errors
+///
+/// Fails when the file cannot be read or a complete line is not a valid
+/// entry; the message names the file and the line.
+pub fn read_sidecar(path: &Path) -> io::Result<Sidecar> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Sidecar::default()),
+        Err(err) => return Err(err),
+    };
+    let mut sidecar = Sidecar::default();
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        number += 1;
+        if !line.ends_with('\n') {
+            sidecar.torn_tail = true;
+            break;
+        }
+        let entry = serde_json::from_str(&line).map_err(|err| {
+            let message = format!("{}:{number}: invalid sidecar entry: {err}", path.display());
+            io::Error::new(io::ErrorKind::InvalidData, message)
+        })?;
+        sidecar.entries.push(entry);
+    }
+    Ok(sidecar)
+}
+
+/// Returns a run id: the UTC time to the millisecond and the process id,
+/// such as `20261204T183000123Z-4242`.
+pub fn new_run_id() -> String {
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let compact: String = time.chars().filter(|c| !matches!(c, '-' | ':' | '.')).collect();
+    format!("{compact}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: Kind, record: u64) -> SidecarEntry {
+        SidecarEntry {
+            version: SIDECAR_VERSION,
+            kind,
+            source: "data/a.csv".to_owned(),
+            record,
+            line: record + 1,
+            key: format!("k{record}"),
+            attempts: 3,
+            status: Some(503),
+            error: "HTTP 503 Service Unavailable".to_owned(),
+            time: "2026-12-04T18:30:00Z".to_owned(),
+        }
+    }
+
+    #[test]
+    fn sink_writes_preamble_records_and_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DeadLetterSink::new(dir.path(), "a", "csv", "R1", b"\n");
+        sink.set_preamble(b"id,name\n".to_vec());
+
+        sink.write(b"1,x", &entry(Kind::DeadLetter, 1)).unwrap();
+        sink.write(b"2,\"y\nz\"", &entry(Kind::DeadLetter, 2)).unwrap();
+        sink.write(b"3,bad", &entry(Kind::Rejected, 3)).unwrap();
+        sink.sync().unwrap();
+
+        let dead = dir.path().join("a.R1.dead.csv");
+        let rejected = dir.path().join("a.R1.rejected.csv");
+        assert_eq!(fs::read(&dead).unwrap(), b"id,name\n1,x\n2,\"y\nz\"\n");
+        assert_eq!(fs::read(&rejected).unwrap(), b"id,name\n3,bad\n");
+        let sidecar = read_sidecar(&sidecar_path(&dead)).unwrap();
+        assert_eq!(sidecar.entries, [entry(Kind::DeadLetter, 1), entry(Kind::DeadLetter, 2)]);
+        assert!(!sidecar.torn_tail);
+        let files = sink.files();
+        assert_eq!(files, [(Kind::DeadLetter, dead, 2), (Kind::Rejected, rejected, 1)]);
+    }
+
+    #[test]
+    fn sink_creates_nothing_without_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DeadLetterSink::new(dir.path(), "a", "csv", "R1", b"\n");
+        sink.sync().unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn sink_never_overwrites_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.R1.dead.csv"), b"old").unwrap();
+        let mut sink = DeadLetterSink::new(dir.path(), "a", "csv", "R1", b"\n");
+        assert!(sink.write(b"1", &entry(Kind::DeadLetter, 1)).is_err());
+        assert_eq!(fs::read(dir.path().join("a.R1.dead.csv")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn torn_sidecar_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.meta.jsonl");
+        let mut text = serde_json::to_string(&entry(Kind::DeadLetter, 1)).unwrap();
+        text.push('\n');
+        text.push_str("{\"version\":1,\"kind\":\"dea");
+        fs::write(&path, text).unwrap();
+
+        let sidecar = read_sidecar(&path).unwrap();
+
+        assert_eq!(sidecar.entries.len(), 1);
+        assert!(sidecar.torn_tail);
+    }
+
+    #[test]
+    fn corrupt_sidecar_line_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.meta.jsonl");
+        fs::write(&path, "not json\n").unwrap();
+        let err = read_sidecar(&path).unwrap_err().to_string();
+        assert!(err.contains("x.meta.jsonl:1:"), "{err}");
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let parsed = parse_name(Path::new("dl/my.data.20261204T183000Z-1.dead.csv")).unwrap();
+        assert_eq!(parsed.stem, "my.data");
+        assert_eq!(parsed.run_id, "20261204T183000Z-1");
+        assert_eq!(parsed.kind, Kind::DeadLetter);
+        assert_eq!(parsed.extension, "csv");
+        assert!(parse_name(Path::new("a.R.dead.csv.meta.jsonl")).is_none());
+        assert!(parse_name(Path::new("airports.csv")).is_none());
+        let rejected = parse_name(Path::new("a.R.rejected.csv")).unwrap();
+        assert_eq!(rejected.kind, Kind::Rejected);
+    }
+
+    #[test]
+    fn listing_sorts_oldest_first_and_filters_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "b.20261204T120000Z-2.dead.csv",
+            "a.20261204T110000Z-1.dead.csv",
+            "a.20261204T110000Z-1.dead.csv.meta.jsonl",
+            "a.20261204T110000Z-1.rejected.csv",
+            "notes.txt",
+        ] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let names = |paths: Vec<PathBuf>| -> Vec<String> {
+            let names = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy());
+            names.map(|n| n.into_owned()).collect()
+        };
+
+        let dead = names(list_dir(dir.path(), false).unwrap());
+        let all = names(list_dir(dir.path(), true).unwrap());
+
+        assert_eq!(dead, ["a.20261204T110000Z-1.dead.csv", "b.20261204T120000Z-2.dead.csv"]);
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn run_id_is_sortable_utc() {
+        let id = new_run_id();
+        assert_eq!(id.len() > 17, true, "{id}");
+        assert_eq!(&id[8..9], "T");
+        assert_eq!(&id[18..19], "Z");
+    }
+}

@@ -1,0 +1,444 @@
+//! The circuit breaker shared by every request of a run.
+//!
+//! States and transitions:
+//!
+//! - `Closed`: requests flow. Each request that runs out of retries adds one
+//!   to a count of consecutive exhausted requests; a delivered request sets
+//!   the count back to zero. Permanent (4xx) failures never count. When the
+//!   count reaches `failure_threshold` the breaker opens.
+//! - `Open`: no request is admitted and input reading pauses, for
+//!   `open_duration`. A request that runs out of retries while the breaker
+//!   is open or half-open was caught by the same outage; it is not
+//!   dead-lettered but waits and starts a fresh round of retries after the
+//!   breaker closes.
+//! - `HalfOpen`: once the open time has passed, the first request to ask
+//!   becomes the probe and is sent with its full retries while every other
+//!   request waits. If the probe gets any answer from the API (a success or
+//!   a permanent fault), the breaker closes and the count resets; if it runs
+//!   out of retries, the breaker opens again for another `open_duration`.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The externally visible state of the breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// Returns the lowercase name used in logs and the progress line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// The part a request plays when the breaker lets it through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An ordinary request while the breaker is closed.
+    Normal,
+    /// The one request sent while the breaker is half-open.
+    Probe,
+}
+
+/// What a request that ran out of retries must do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exhausted {
+    /// Give up on the record: it goes to a dead-letter file.
+    DeadLetter,
+    /// The breaker is already open because of other requests: wait for it
+    /// to close, then retry with a fresh retry budget.
+    Wait,
+}
+
+/// A state change, returned to the caller so it can log it with context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub from: BreakerState,
+    pub to: BreakerState,
+}
+
+/// Validated breaker settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive exhausted requests that open the breaker.
+    pub failure_threshold: NonZeroU32,
+    /// How long the breaker stays open before it lets a probe through.
+    pub open_duration: Duration,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probe_out: bool },
+}
+
+impl State {
+    fn public(&self) -> BreakerState {
+        match self {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    openings: u64,
+}
+
+/// A circuit breaker that async tasks wait on.
+#[derive(Debug)]
+pub struct Breaker {
+    settings: BreakerSettings,
+    inner: Mutex<Inner>,
+    // Bumped on every transition so that waiters wake up and look again.
+    changes: watch::Sender<u64>,
+}
+
+enum Wait {
+    Until(Instant),
+    Change(watch::Receiver<u64>),
+}
+
+impl Breaker {
+    /// Creates a closed breaker.
+    pub fn new(settings: BreakerSettings) -> Breaker {
+        Breaker {
+            settings,
+            inner: Mutex::new(Inner {
+                state: State::Closed { failures: 0 },
+                openings: 0,
+            }),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// Returns the current state.
+    pub fn state(&self) -> BreakerState {
+        self.lock().state.public()
+    }
+
+    /// Returns how many times the breaker has opened, counting reopenings
+    /// after a failed probe.
+    pub fn openings(&self) -> u64 {
+        self.lock().openings
+    }
+
+    /// Waits until a request may be sent and returns its role.
+    ///
+    /// `current` is the role the request held on its previous attempt, or
+    /// `Role::Normal` on its first one: a probe keeps its role across its
+    /// retries. Returns the transition to half-open when this call made it.
+    pub async fn admit(&self, current: Role) -> (Role, Option<Transition>) {
+        loop {
+            let wait = {
+                let mut inner = self.lock();
+                match inner.state {
+                    State::Closed { .. } => return (Role::Normal, None),
+                    State::HalfOpen { .. } if current == Role::Probe => {
+                        return (Role::Probe, None)
+                    }
+                    State::Open { until } if Instant::now() >= until => {
+                        let transition = self.set(&mut inner, State::HalfOpen { probe_out: true });
+                        return (Role::Probe, transition);
+                    }
+                    State::HalfOpen { probe_out: false } => {
+                        inner.state = State::HalfOpen { probe_out: true };
+                        return (Role::Probe, None);
+                    }
+                    State::Open { until } => Wait::Until(until),
+                    State::HalfOpen { probe_out: true } => Wait::Change(self.changes.subscribe()),
+                }
+            };
+            match wait {
+                Wait::Until(until) => tokio::time::sleep_until(until).await,
+                Wait::Change(mut changes) => {
+                    // The sender lives as long as `self`, so this cannot fail.
+                    let _ = changes.changed().await;
+                }
+            }
+        }
+    }
+
+    /// Waits while the breaker is open. Input reading calls this before each
+    /// chunk, so that nothing is read or parsed during an outage.
+    pub async fn wait_until_not_open(&self) {
+        loop {
+            let until = match self.lock().state {
+                State::Open { until } if Instant::now() < until => until,
+                _ => return,
+            };
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// Records a delivered request.
+    pub fn record_success(&self, role: Role) -> Option<Transition> {
+        let mut inner = self.lock();
+        match (role, &inner.state) {
+            (Role::Probe, State::HalfOpen { .. }) => {
+                self.set(&mut inner, State::Closed { failures: 0 })
+            }
+            (_, State::Closed { .. }) => {
+                inner.state = State::Closed { failures: 0 };
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Records a request that ended in a permanent fault. It proves the API
+    /// is answering, so a probe closes the breaker; otherwise nothing
+    /// changes.
+    pub fn record_permanent(&self, role: Role) -> Option<Transition> {
+        let mut inner = self.lock();
+        match (role, &inner.state) {
+            (Role::Probe, State::HalfOpen { .. }) => {
+                self.set(&mut inner, State::Closed { failures: 0 })
+            }
+            _ => None,
+        }
+    }
+
+    /// Records a request that ran out of retries and says what it must do.
+    pub fn record_exhausted(&self, role: Role) -> (Exhausted, Option<Transition>) {
+        let mut inner = self.lock();
+        let open = State::Open {
+            until: Instant::now() + self.settings.open_duration,
+        };
+        match (role, &inner.state) {
+            (Role::Probe, State::HalfOpen { .. }) => {
+                inner.openings += 1;
+                (Exhausted::DeadLetter, self.set(&mut inner, open))
+            }
+            (_, State::Closed { failures }) => {
+                let failures = failures + 1;
+                if failures >= self.settings.failure_threshold.get() {
+                    inner.openings += 1;
+                    (Exhausted::DeadLetter, self.set(&mut inner, open))
+                } else {
+                    inner.state = State::Closed { failures };
+                    (Exhausted::DeadLetter, None)
+                }
+            }
+            _ => (Exhausted::Wait, None),
+        }
+    }
+
+    /// Gives up the probe role without a verdict, as when the run is
+    /// cancelled, so that another request can probe.
+    pub fn release_probe(&self, role: Role) {
+        let mut inner = self.lock();
+        if role == Role::Probe {
+            if let State::HalfOpen { probe_out: true } = inner.state {
+                inner.state = State::HalfOpen { probe_out: false };
+                self.changes.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    fn set(&self, inner: &mut Inner, state: State) -> Option<Transition> {
+        let from = inner.state.public();
+        let to = state.public();
+        inner.state = state;
+        self.changes.send_modify(|n| *n += 1);
+        (from != to).then_some(Transition { from, to })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The lock is never held across a panic point that leaves the state
+        // half-written, so a poisoned lock still holds a valid state.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn breaker(threshold: u32) -> Arc<Breaker> {
+        Arc::new(Breaker::new(BreakerSettings {
+            failure_threshold: NonZeroU32::new(threshold).unwrap(),
+            open_duration: Duration::from_secs(10),
+        }))
+    }
+
+    async fn open(breaker: &Breaker, threshold: u32) {
+        for _ in 0..threshold {
+            let (role, _) = breaker.admit(Role::Normal).await;
+            breaker.record_exhausted(role);
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_at_threshold_of_exhausted_requests() {
+        let breaker = breaker(3);
+        for n in 1..=3 {
+            let (role, _) = breaker.admit(Role::Normal).await;
+            let (verdict, transition) = breaker.record_exhausted(role);
+            assert_eq!(verdict, Exhausted::DeadLetter);
+            if n < 3 {
+                assert_eq!(transition, None);
+                assert_eq!(breaker.state(), BreakerState::Closed);
+            } else {
+                let to_open = Transition {
+                    from: BreakerState::Closed,
+                    to: BreakerState::Open,
+                };
+                assert_eq!(transition, Some(to_open));
+            }
+        }
+        assert_eq!(breaker.openings(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_resets_the_count() {
+        let breaker = breaker(2);
+        breaker.record_exhausted(Role::Normal);
+        breaker.record_success(Role::Normal);
+        breaker.record_exhausted(Role::Normal);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_never_count() {
+        let breaker = breaker(1);
+        for _ in 0..10 {
+            assert_eq!(breaker.record_permanent(Role::Normal), None);
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_breaker_admits_nothing_until_open_duration_passes() {
+        let breaker = breaker(1);
+        open(&breaker, 1).await;
+        let start = Instant::now();
+
+        let (role, transition) = breaker.admit(Role::Normal).await;
+
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(role, Role::Probe);
+        let to_half_open = Transition {
+            from: BreakerState::Open,
+            to: BreakerState::HalfOpen,
+        };
+        assert_eq!(transition, Some(to_half_open));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_sends_exactly_one_probe() {
+        let breaker = breaker(1);
+        open(&breaker, 1).await;
+        let (probe, _) = breaker.admit(Role::Normal).await;
+        assert_eq!(probe, Role::Probe);
+
+        let other = tokio::spawn({
+            let breaker = breaker.clone();
+            async move { breaker.admit(Role::Normal).await.0 }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!other.is_finished(), "a second request passed a half-open breaker");
+
+        // The probe keeps its role across its own retries.
+        assert_eq!(breaker.admit(Role::Probe).await.0, Role::Probe);
+
+        breaker.record_success(Role::Probe);
+        assert_eq!(other.await.unwrap(), Role::Normal);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_probe_reopens_for_another_open_duration() {
+        let breaker = breaker(1);
+        open(&breaker, 1).await;
+        let (probe, _) = breaker.admit(Role::Normal).await;
+        let reopened_at = Instant::now();
+
+        let (verdict, transition) = breaker.record_exhausted(probe);
+
+        assert_eq!(verdict, Exhausted::DeadLetter);
+        assert_eq!(transition.map(|t| t.to), Some(BreakerState::Open));
+        assert_eq!(breaker.openings(), 2);
+        let (role, _) = breaker.admit(Role::Normal).await;
+        assert_eq!(role, Role::Probe);
+        assert_eq!(reopened_at.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_fault_on_probe_closes() {
+        let breaker = breaker(1);
+        open(&breaker, 1).await;
+        let (probe, _) = breaker.admit(Role::Normal).await;
+        let transition = breaker.record_permanent(probe);
+        assert_eq!(transition.map(|t| t.to), Some(BreakerState::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_exhausted_while_open_wait_instead_of_dead_lettering() {
+        let breaker = breaker(1);
+        let (late, _) = breaker.admit(Role::Normal).await;
+        open(&breaker, 1).await;
+
+        let (verdict, transition) = breaker.record_exhausted(late);
+
+        assert_eq!(verdict, Exhausted::Wait);
+        assert_eq!(transition, None);
+        assert_eq!(breaker.openings(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_success_does_not_close_an_open_breaker() {
+        let breaker = breaker(1);
+        let (late, _) = breaker.admit(Role::Normal).await;
+        open(&breaker, 1).await;
+        assert_eq!(breaker.record_success(late), None);
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_probe_lets_another_request_probe() {
+        let breaker = breaker(1);
+        open(&breaker, 1).await;
+        let (probe, _) = breaker.admit(Role::Normal).await;
+        let waiter = tokio::spawn({
+            let breaker = breaker.clone();
+            async move { breaker.admit(Role::Normal).await.0 }
+        });
+        tokio::task::yield_now().await;
+
+        breaker.release_probe(probe);
+
+        assert_eq!(waiter.await.unwrap(), Role::Probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reading_waits_only_while_open() {
+        let breaker = breaker(1);
+        let start = Instant::now();
+        breaker.wait_until_not_open().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        open(&breaker, 1).await;
+        breaker.wait_until_not_open().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+}

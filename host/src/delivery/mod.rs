@@ -1,0 +1,365 @@
+//! Delivery: sending one record's request until it succeeds, fails for
+//! good, or runs out of retries.
+//!
+//! A request's concurrency slot is held only while an attempt is on the
+//! wire; a request waiting out its backoff or the circuit breaker gives its
+//! slot to others, so retries overlap with new work instead of blocking it.
+//! Every attempt first passes the shared [`Breaker`].
+//!
+//! The retry loop does not log. It reports each retry and breaker change
+//! through a callback, which the caller logs with the record's file,
+//! position and key.
+
+pub mod backoff;
+pub mod breaker;
+pub mod classify;
+pub mod retry_after;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use tokio::sync::Semaphore;
+
+use self::backoff::{Backoff, BackoffPolicy};
+use self::breaker::{Breaker, Exhausted, Role, Transition};
+use self::classify::{Fault, FaultKind};
+use self::retry_after::parse_retry_after;
+use crate::config::HttpSettings;
+
+/// How many bytes of an error response body are kept for reports.
+const ERROR_BODY_LIMIT: usize = 512;
+
+/// Validated retry settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; 0 means one attempt only.
+    pub max_retries: u32,
+    /// The backoff schedule between attempts.
+    pub backoff: BackoffPolicy,
+    /// Cap on a delay requested by `Retry-After`.
+    pub max_retry_after: Duration,
+    /// Seed for the jitter; each record derives its own stream from it.
+    pub jitter_seed: Option<u64>,
+}
+
+/// A request ready to send, with its body shared across attempts.
+#[derive(Clone, Debug)]
+pub struct PreparedRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The last failed attempt of a request that was not delivered.
+#[derive(Clone, Debug)]
+pub struct FailureDetail {
+    pub fault: Fault,
+    /// The start of the response body, when the server sent one.
+    pub body: Option<String>,
+}
+
+/// How a record's delivery ended.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// A 2xx response arrived.
+    Delivered { status: StatusCode },
+    /// A permanent fault: the record needs a fix, not a retry.
+    Rejected(FailureDetail),
+    /// Transient faults until the retries ran out.
+    Exhausted(FailureDetail),
+}
+
+/// The result of [`Sender::deliver`].
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub outcome: Outcome,
+    /// Attempts made, counting the first one.
+    pub attempts: u32,
+}
+
+/// Something that happened while delivering one record.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A transient fault; the next attempt follows after `delay`.
+    Retry {
+        attempt: u32,
+        max_attempts: u32,
+        fault: Fault,
+        delay: Duration,
+    },
+    /// The request ran out of retries while the breaker was already open,
+    /// so it waits for the breaker instead of being dead-lettered.
+    HeldByBreaker { attempt: u32 },
+    /// This request's result changed the breaker's state.
+    Breaker(Transition),
+}
+
+/// A counter that the sender keeps up to date for progress display.
+pub trait InFlight: Send + Sync {
+    /// An attempt went on the wire.
+    fn started(&self);
+    /// An attempt came back.
+    fn finished(&self);
+}
+
+/// Sends requests through one connection pool, concurrency limit and
+/// breaker.
+pub struct Sender {
+    client: reqwest::Client,
+    slots: Semaphore,
+    breaker: Arc<Breaker>,
+    retry: RetryPolicy,
+    in_flight: Arc<dyn InFlight>,
+}
+
+impl Sender {
+    /// Builds the HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the TLS backend cannot be initialised.
+    pub fn new(
+        http: &HttpSettings,
+        retry: RetryPolicy,
+        breaker: Arc<Breaker>,
+        in_flight: Arc<dyn InFlight>,
+    ) -> anyhow::Result<Sender> {
+        let client = reqwest::Client::builder()
+            .timeout(http.timeout)
+            .connect_timeout(http.connect_timeout)
+            .pool_max_idle_per_host(http.concurrency.get())
+            .tcp_nodelay(true)
+            .redirect(redirect_policy())
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Sender {
+            client,
+            slots: Semaphore::new(http.concurrency.get()),
+            breaker,
+            retry,
+            in_flight,
+        })
+    }
+
+    /// Returns the breaker this sender obeys.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// Delivers one request, retrying transient faults.
+    ///
+    /// `seed` picks the record's jitter stream when no jitter seed is
+    /// configured to be fixed; `on_event` hears about retries and breaker
+    /// changes as they happen.
+    pub async fn deliver(
+        &self,
+        request: &PreparedRequest,
+        seed: u64,
+        on_event: &mut (dyn FnMut(Event) + Send),
+    ) -> Delivery {
+        let seed = match self.retry.jitter_seed {
+            Some(base) => base ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            None => rand::random(),
+        };
+        let mut backoff = Backoff::new(self.retry.backoff, seed);
+        let max_attempts = self.retry.max_retries.saturating_add(1);
+        let mut role = Role::Normal;
+        let mut attempts = 0u32;
+        // Attempts made in the current round; a round restarts when the
+        // request becomes the probe or was held by an open breaker.
+        let mut round = 0u32;
+
+        loop {
+            let (admitted, transition) = self.breaker.admit(role).await;
+            if let Some(transition) = transition {
+                on_event(Event::Breaker(transition));
+            }
+            if admitted == Role::Probe && role != Role::Probe {
+                round = 0;
+                backoff.reset();
+            }
+            role = admitted;
+            attempts += 1;
+            round += 1;
+
+            let result = self.attempt(request).await;
+            let (fault, retry_after) = match result {
+                Ok(status) => {
+                    if let Some(transition) = self.breaker.record_success(role) {
+                        on_event(Event::Breaker(transition));
+                    }
+                    let outcome = Outcome::Delivered { status };
+                    return Delivery { outcome, attempts };
+                }
+                Err(failure) => failure,
+            };
+
+            if fault.fault.kind() == FaultKind::Permanent {
+                if let Some(transition) = self.breaker.record_permanent(role) {
+                    on_event(Event::Breaker(transition));
+                }
+                let outcome = Outcome::Rejected(fault);
+                return Delivery { outcome, attempts };
+            }
+
+            if round < max_attempts {
+                let backoff_delay = backoff.next().unwrap_or(self.retry.backoff.max);
+                let delay = retry_after
+                    .map(|delay| delay.min(self.retry.max_retry_after))
+                    .unwrap_or(backoff_delay);
+                on_event(Event::Retry {
+                    attempt: attempts,
+                    max_attempts,
+                    fault: fault.fault.clone(),
+                    delay,
+                });
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+
+            let (verdict, transition) = self.breaker.record_exhausted(role);
+            if let Some(transition) = transition {
+                on_event(Event::Breaker(transition));
+            }
+            match verdict {
+                Exhausted::DeadLetter => {
+                    let outcome = Outcome::Exhausted(fault);
+                    return Delivery { outcome, attempts };
+                }
+                Exhausted::Wait => {
+                    on_event(Event::HeldByBreaker { attempt: attempts });
+                    round = 0;
+                    backoff.reset();
+                }
+            }
+        }
+    }
+
+    /// Sends one attempt and reads the whole response within the timeout.
+    /// On failure, returns the fault and any `Retry-After` delay.
+    async fn attempt(
+        &self,
+        request: &PreparedRequest,
+    ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _slot = self.slots.acquire().await.expect("semaphore is never closed");
+        self.in_flight.started();
+        let result = self.exchange(request).await;
+        self.in_flight.finished();
+        result
+    }
+
+    async fn exchange(
+        &self,
+        request: &PreparedRequest,
+    ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
+        let transport = |err: reqwest::Error| {
+            let detail = FailureDetail {
+                fault: Fault::from_reqwest(&err),
+                body: None,
+            };
+            (detail, None)
+        };
+        let response = self
+            .client
+            .request(request.method.clone(), request.url.clone())
+            .headers(request.headers.clone())
+            .body(request.body.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+
+        let status = response.status();
+        let retry_after = if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, SystemTime::now()))
+        } else {
+            None
+        };
+        // Reading the body keeps the connection reusable and makes a body
+        // that stalls past the timeout count as a timeout.
+        let body = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(status);
+        }
+
+        let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]);
+        let detail = FailureDetail {
+            fault: Fault::Status(status),
+            body: (!text.trim().is_empty()).then(|| text.trim().to_owned()),
+        };
+        Err((detail, retry_after))
+    }
+}
+
+/// Follows only redirects that keep the method and body (307 and 308).
+/// 301, 302 and 303 may turn a PUT or POST into a GET, which would report
+/// a record as delivered when it was not written.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let keeps_method = matches!(
+            attempt.status(),
+            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+        );
+        if !keeps_method || attempt.previous().len() >= 10 {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Builds a request from a plugin's method, path, headers and body.
+///
+/// # Errors
+///
+/// Returns a message naming the bad part: an invalid method, a path that
+/// does not start with `/`, or an invalid header.
+pub fn prepare(
+    endpoint: &Url,
+    method: &str,
+    path: &str,
+    plugin_headers: impl IntoIterator<Item = (String, String)>,
+    extra_headers: &[(HeaderName, HeaderValue)],
+    body: Vec<u8>,
+) -> Result<PreparedRequest, String> {
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("invalid HTTP method {method:?}"))?;
+    if !path.starts_with('/') {
+        return Err(format!("request path {path:?} does not start with \"/\""));
+    }
+    let base = endpoint.as_str().trim_end_matches('/');
+    let url = Url::parse(&format!("{base}{path}"))
+        .map_err(|err| format!("request path {path:?} makes an invalid URL: {err}"))?;
+
+    let mut headers = HeaderMap::new();
+    for (name, value) in plugin_headers {
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let header_value = HeaderValue::from_str(&value)
+            .map_err(|_| format!("invalid value for header {name:?}"))?;
+        headers.append(header_name, header_value);
+    }
+    for (name, value) in extra_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    Ok(PreparedRequest {
+        method,
+        url,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+//! Retry-loop tests against a real HTTP server on 127.0.0.1 (wiremock).
+//! Backoffs are a few milliseconds, so these run on real time.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
+
+use super::*;
+use crate::delivery::breaker::{BreakerSettings, BreakerState};
+
+struct NoCount;
+
+impl InFlight for NoCount {
+    fn started(&self) {}
+    fn finished(&self) {}
+}
+
+/// Answers with the given statuses in turn, then repeats the last one.
+struct Script {
+    statuses: Vec<u16>,
+    calls: AtomicUsize,
+    retry_after: Option<&'static str>,
+}
+
+impl Respond for Script {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let status = self.statuses[n.min(self.statuses.len() - 1)];
+        let mut response = ResponseTemplate::new(status).set_body_string(format!("reply {n}"));
+        if let Some(value) = self.retry_after {
+            response = response.insert_header("Retry-After", value);
+        }
+        response
+    }
+}
+
+fn retry(max_retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_retries,
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(2),
+            multiplier: 2.0,
+            max: Duration::from_millis(10),
+        },
+        max_retry_after: Duration::from_secs(5),
+        jitter_seed: Some(1),
+    }
+}
+
+fn http(timeout: Duration) -> HttpSettings {
+    HttpSettings {
+        concurrency: NonZeroUsize::new(4).unwrap(),
+        timeout,
+        connect_timeout: Duration::from_secs(1),
+        headers: Vec::new(),
+    }
+}
+
+fn sender(retry: RetryPolicy, threshold: u32, timeout: Duration) -> Sender {
+    let breaker = Arc::new(Breaker::new(BreakerSettings {
+        failure_threshold: NonZeroU32::new(threshold).unwrap(),
+        open_duration: Duration::from_millis(200),
+    }));
+    Sender::new(&http(timeout), retry, breaker, Arc::new(NoCount)).unwrap()
+}
+
+async fn server_with(statuses: &[u16], retry_after: Option<&'static str>) -> MockServer {
+    let server = MockServer::start().await;
+    let script = Script {
+        statuses: statuses.to_vec(),
+        calls: AtomicUsize::new(0),
+        retry_after,
+    };
+    Mock::given(method("PUT"))
+        .and(path("/items/1"))
+        .respond_with(script)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn put(server: &MockServer) -> PreparedRequest {
+    let endpoint = Url::parse(&server.uri()).unwrap();
+    prepare(&endpoint, "PUT", "/items/1", [], &[], b"{}".to_vec()).unwrap()
+}
+
+async fn deliver(sender: &Sender, request: &PreparedRequest) -> (Delivery, Vec<Event>) {
+    let mut events = Vec::new();
+    let delivery = sender.deliver(request, 0, &mut |event| events.push(event)).await;
+    (delivery, events)
+}
+
+fn retry_delays(events: &[Event]) -> Vec<Duration> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Retry { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn transient_statuses_are_retried_until_success() {
+    let server = server_with(&[503, 500, 200], None).await;
+    let sender = sender(retry(5), 5, Duration::from_secs(5));
+
+    let (delivery, events) = deliver(&sender, &put(&server)).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Delivered { status } if status == 200));
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(retry_delays(&events).len(), 2);
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn permanent_status_is_not_retried() {
+    let server = server_with(&[400], None).await;
+    let sender = sender(retry(5), 5, Duration::from_secs(5));
+
+    let (delivery, events) = deliver(&sender, &put(&server)).await;
+
+    let Outcome::Rejected(detail) = delivery.outcome else {
+        panic!("expected a rejection, got {:?}", delivery.outcome);
+    };
+    assert_eq!(detail.fault.status(), Some(StatusCode::BAD_REQUEST));
+    assert_eq!(detail.body.as_deref(), Some("reply 0"));
+    assert_eq!(delivery.attempts, 1);
+    assert!(events.is_empty());
+}
+
+#[tokio::test]
+async fn zero_max_retries_means_one_attempt() {
+    let server = server_with(&[503], None).await;
+    let sender = sender(retry(0), 5, Duration::from_secs(5));
+
+    let (delivery, _) = deliver(&sender, &put(&server)).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Exhausted(_)));
+    assert_eq!(delivery.attempts, 1);
+}
+
+#[tokio::test]
+async fn exhausted_after_max_retries_plus_one_attempts() {
+    let server = server_with(&[502], None).await;
+    let sender = sender(retry(3), 5, Duration::from_secs(5));
+
+    let (delivery, events) = deliver(&sender, &put(&server)).await;
+
+    let Outcome::Exhausted(detail) = delivery.outcome else {
+        panic!("expected exhaustion, got {:?}", delivery.outcome);
+    };
+    assert_eq!(detail.fault.status(), Some(StatusCode::BAD_GATEWAY));
+    assert_eq!(delivery.attempts, 4);
+    let attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Retry { attempt, max_attempts, .. } => {
+                assert_eq!(*max_attempts, 4);
+                Some(*attempt)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn retry_after_seconds_sets_the_delay() {
+    let server = server_with(&[429, 200], Some("1")).await;
+    let sender = sender(retry(2), 5, Duration::from_secs(5));
+
+    let (delivery, events) = deliver(&sender, &put(&server)).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Delivered { .. }));
+    assert_eq!(retry_delays(&events), [Duration::from_secs(1)]);
+}
+
+#[tokio::test]
+async fn retry_after_is_capped() {
+    let server = server_with(&[503, 200], Some("3600")).await;
+    let mut policy = retry(2);
+    policy.max_retry_after = Duration::from_millis(20);
+    let sender = sender(policy, 5, Duration::from_secs(5));
+
+    let (_, events) = deliver(&sender, &put(&server)).await;
+
+    assert_eq!(retry_delays(&events), [Duration::from_millis(20)]);
+}
+
+#[tokio::test]
+async fn retry_after_is_ignored_on_500() {
+    let server = server_with(&[500, 200], Some("3600")).await;
+    let sender = sender(retry(2), 5, Duration::from_secs(5));
+
+    let (_, events) = deliver(&sender, &put(&server)).await;
+
+    let delays = retry_delays(&events);
+    assert_eq!(delays.len(), 1);
+    assert!(delays[0] <= Duration::from_millis(2), "{delays:?}");
+}
+
+#[tokio::test]
+async fn slow_response_times_out_and_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let sender = sender(retry(2), 5, Duration::from_millis(200));
+
+    let (delivery, events) = deliver(&sender, &put(&server)).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Delivered { .. }));
+    assert_eq!(delivery.attempts, 2);
+    assert!(matches!(&events[0], Event::Retry { fault: Fault::Timeout, .. }));
+}
+
+#[tokio::test]
+async fn refused_connection_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let endpoint = Url::parse(&format!("http://{addr}")).unwrap();
+    let request = prepare(&endpoint, "PUT", "/x", [], &[], Vec::new()).unwrap();
+    let sender = sender(retry(1), 5, Duration::from_secs(1));
+
+    let (delivery, events) = deliver(&sender, &request).await;
+
+    let Outcome::Exhausted(detail) = delivery.outcome else {
+        panic!("expected exhaustion, got {:?}", delivery.outcome);
+    };
+    assert!(matches!(detail.fault, Fault::Connection(_)), "{:?}", detail.fault);
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn exhaustion_at_threshold_opens_the_breaker() {
+    let server = server_with(&[503], None).await;
+    let sender = sender(retry(0), 1, Duration::from_secs(5));
+
+    let (_, events) = deliver(&sender, &put(&server)).await;
+
+    assert_eq!(sender.breaker().state(), BreakerState::Open);
+    assert!(events
+        .iter()
+        .any(|event| matches!(event, Event::Breaker(t) if t.to == BreakerState::Open)));
+}
+
+#[tokio::test]
+async fn probe_closes_the_breaker_after_recovery() {
+    let server = server_with(&[503, 200], None).await;
+    let sender = sender(retry(0), 1, Duration::from_secs(5));
+    let request = put(&server);
+    deliver(&sender, &request).await;
+    assert_eq!(sender.breaker().state(), BreakerState::Open);
+
+    let started = tokio::time::Instant::now();
+    let (delivery, events) = deliver(&sender, &request).await;
+
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(matches!(delivery.outcome, Outcome::Delivered { .. }));
+    assert_eq!(sender.breaker().state(), BreakerState::Closed);
+    let states: Vec<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Breaker(t) => Some(t.to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, [BreakerState::HalfOpen, BreakerState::Closed]);
+}
+
+#[tokio::test]
+async fn see_other_redirect_is_not_followed() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(303).insert_header("Location", "/elsewhere"))
+        .mount(&server)
+        .await;
+    let sender = sender(retry(2), 5, Duration::from_secs(5));
+
+    let (delivery, _) = deliver(&sender, &put(&server)).await;
+
+    let Outcome::Rejected(detail) = delivery.outcome else {
+        panic!("expected a rejection, got {:?}", delivery.outcome);
+    };
+    assert_eq!(detail.fault.status(), Some(StatusCode::SEE_OTHER));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[test]
+fn prepare_joins_endpoint_and_path() {
+    let endpoint = Url::parse("http://127.0.0.1:9/api/").unwrap();
+    let request = prepare(&endpoint, "PUT", "/a%2Fb/c?x=1", [], &[], Vec::new()).unwrap();
+    assert_eq!(request.url.as_str(), "http://127.0.0.1:9/api/a%2Fb/c?x=1");
+}
+
+#[test]
+fn prepare_rejects_bad_parts() {
+    let endpoint = Url::parse("http://127.0.0.1:9").unwrap();
+    let headers = || [("bad header".to_owned(), "x".to_owned())];
+    assert!(prepare(&endpoint, "P UT", "/x", [], &[], Vec::new()).is_err());
+    assert!(prepare(&endpoint, "PUT", "x", [], &[], Vec::new()).is_err());
+    assert!(prepare(&endpoint, "PUT", "/x", headers(), &[], Vec::new()).is_err());
+}
+
+#[test]
+fn configured_headers_override_plugin_headers() {
+    let endpoint = Url::parse("http://127.0.0.1:9").unwrap();
+    let plugin = [("content-type".to_owned(), "text/plain".to_owned())];
+    let extra = [(
+        HeaderName::from_static("content-type"),
+        HeaderValue::from_static("application/json"),
+    )];
+    let request = prepare(&endpoint, "PUT", "/x", plugin, &extra, Vec::new()).unwrap();
+    assert_eq!(request.headers["content-type"], "application/json");
+}

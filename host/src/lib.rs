@@ -1,0 +1,13 @@
+//! sluice: loads data files into an HTTP API through WebAssembly format
+//! plugins, with retries, a circuit breaker and dead-letter files.
+//!
+//! The binary's entry point is [`cli::main`]; the modules below are the
+//! mechanisms it wires together.
+
+pub mod cli;
+pub mod config;
+pub mod dead_letter;
+pub mod delivery;
+pub mod pipeline;
+pub mod plugin;
+pub mod report;

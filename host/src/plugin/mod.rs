@@ -1,0 +1,312 @@
+//! The plugin runtime: loading format components and calling them.
+//!
+//! One wasmtime [`Engine`] per process compiles a component once; a
+//! [`FormatPluginPre`] links it once; each input file gets a fresh
+//! [`Store`] and instance, so state from one file never leaks into the next
+//! and a trap only poisons the instance that raised it.
+//!
+//! Plugins get no ambient capabilities: the WASI context grants no files,
+//! sockets, environment variables or stdio. Rust guests import WASI
+//! interfaces through their standard library even when they use none, so
+//! the interfaces are linked but empty.
+
+mod bindings;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use bindings::sluice::plugin::types::{
+    ConfigError, ConfigKey, Header, Malformed, Parsed, PluginInfo, Position, Record, Request,
+};
+use bindings::{FormatPlugin, FormatPluginPre};
+
+/// Memory a plugin instance may grow to, in bytes.
+const MAX_MEMORY: usize = 256 * 1024 * 1024;
+
+/// An error raised by the plugin runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin rejected its configuration.
+    #[error("plugin {plugin} rejected its configuration: {message}")]
+    Config { plugin: String, message: String },
+
+    /// The plugin reported that the rest of the file cannot be parsed.
+    #[error("{message}")]
+    File { message: String },
+
+    /// The plugin trapped or the runtime failed; the instance is unusable.
+    #[error("plugin {plugin} failed in {call}")]
+    Trap {
+        plugin: String,
+        call: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Per-store host state: an empty WASI context and the memory limit.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A loaded and linked plugin component, ready to instantiate.
+pub struct Plugin {
+    engine: Engine,
+    pre: FormatPluginPre<HostState>,
+    path: PathBuf,
+    info: PluginInfo,
+    config: Vec<(String, String)>,
+}
+
+impl Plugin {
+    /// Loads and links the component at `path` and reads its description.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the file cannot be read, is not a component, does not
+    /// implement the `sluice:plugin/format` interface, or traps in `info`.
+    pub fn load(path: &Path) -> anyhow::Result<Plugin> {
+        let started = Instant::now();
+        let engine = new_engine()?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("failed to read plugin {}", path.display()))?;
+        let component = Component::new(&engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+            format!("{} is not a valid WebAssembly component", path.display())
+        })?;
+        let compiled = started.elapsed();
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+            format!("plugin {} needs imports the host does not provide", path.display())
+        })?;
+        let pre = FormatPluginPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+            format!(
+                "plugin {} does not implement the sluice:plugin/format@0.1.0 interface",
+                path.display()
+            )
+        })?;
+
+        let mut plugin = Plugin {
+            engine,
+            pre,
+            path: path.to_owned(),
+            info: placeholder_info(path),
+            config: Vec::new(),
+        };
+        let mut instance = plugin.instantiate_unconfigured()?;
+        plugin.info = instance.info()?;
+        tracing::debug!(
+            plugin = %plugin.info.name,
+            compile_ms = compiled.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "plugin loaded"
+        );
+        Ok(plugin)
+    }
+
+    /// Returns what the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Returns the path the plugin was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sets the configuration and checks it on a throw-away instance, so
+    /// that a bad value is reported before any file is opened.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`PluginError::Config`] with the plugin's message when it
+    /// rejects the configuration.
+    pub fn configure(&mut self, config: Vec<(String, String)>) -> Result<(), PluginError> {
+        self.config = config;
+        self.instantiate().map(drop)
+    }
+
+    /// Creates a fresh, configured instance.
+    pub fn instantiate(&self) -> Result<Instance, PluginError> {
+        let mut instance = self.instantiate_unconfigured()?;
+        instance.configure(&self.config)?;
+        Ok(instance)
+    }
+
+    fn instantiate_unconfigured(&self) -> Result<Instance, PluginError> {
+        let limits = StoreLimitsBuilder::new().memory_size(MAX_MEMORY).build();
+        let state = HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let bindings = self.pre.instantiate(&mut store).map_err(|err| PluginError::Trap {
+            plugin: self.info.name.clone(),
+            call: "instantiate",
+            source: anyhow::Error::from(err).into(),
+        })?;
+        Ok(Instance {
+            store,
+            bindings,
+            name: self.info.name.clone(),
+        })
+    }
+}
+
+/// One live plugin instance with its own store.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: FormatPlugin,
+    name: String,
+}
+
+impl Instance {
+    fn trap(&self, call: &'static str, err: impl Into<anyhow::Error>) -> PluginError {
+        PluginError::Trap {
+            plugin: self.name.clone(),
+            call,
+            source: err.into().into(),
+        }
+    }
+
+    fn info(&mut self) -> Result<PluginInfo, PluginError> {
+        let guest = self.bindings.sluice_plugin_format();
+        guest.call_info(&mut self.store).map_err(|err| self.trap("info", err))
+    }
+
+    fn configure(&mut self, config: &[(String, String)]) -> Result<(), PluginError> {
+        let guest = self.bindings.sluice_plugin_format();
+        let result = guest.call_configure(&mut self.store, config);
+        match result.map_err(|err| self.trap("configure", err))? {
+            Ok(()) => Ok(()),
+            Err(ConfigError { key, message }) => Err(PluginError::Config {
+                plugin: self.name.clone(),
+                message: if key.is_empty() {
+                    message
+                } else {
+                    format!("invalid --plugin-config {key}: {message}")
+                },
+            }),
+        }
+    }
+
+    /// Creates a parser for a new input file on this instance.
+    pub fn parser(mut self) -> Result<FileParser, PluginError> {
+        let guest = self.bindings.sluice_plugin_format();
+        let result = guest.parser().call_constructor(&mut self.store);
+        let handle = result.map_err(|err| self.trap("parser constructor", err))?;
+        Ok(FileParser {
+            instance: self,
+            handle,
+        })
+    }
+}
+
+/// A plugin parser bound to one input file.
+pub struct FileParser {
+    instance: Instance,
+    handle: ResourceAny,
+}
+
+impl FileParser {
+    /// Feeds the next chunk of the file and returns the records it
+    /// completed.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Parsed>, PluginError> {
+        let instance = &mut self.instance;
+        let guest = instance.bindings.sluice_plugin_format();
+        let result = guest.parser().call_feed(&mut instance.store, self.handle, chunk);
+        let parsed = result.map_err(|err| instance.trap("feed", err))?;
+        parsed.map_err(|message| PluginError::File { message })
+    }
+
+    /// Ends the file and returns the records still buffered.
+    pub fn finish(&mut self) -> Result<Vec<Parsed>, PluginError> {
+        let instance = &mut self.instance;
+        let guest = instance.bindings.sluice_plugin_format();
+        let result = guest.parser().call_finish(&mut instance.store, self.handle);
+        let parsed = result.map_err(|err| instance.trap("finish", err))?;
+        parsed.map_err(|message| PluginError::File { message })
+    }
+
+    /// Maps records to requests, one result per record.
+    pub fn map(&mut self, records: &[Record]) -> Result<Vec<Result<Request, String>>, PluginError> {
+        let instance = &mut self.instance;
+        let guest = instance.bindings.sluice_plugin_format();
+        let result = guest.parser().call_map_records(&mut instance.store, self.handle, records);
+        let mapped = result.map_err(|err| instance.trap("map", err))?;
+        if mapped.len() != records.len() {
+            let message = format!(
+                "map returned {} results for {} records",
+                mapped.len(),
+                records.len()
+            );
+            return Err(instance.trap("map", anyhow::anyhow!(message)));
+        }
+        Ok(mapped)
+    }
+
+    /// Returns the bytes that start a dead-letter file for this file.
+    pub fn preamble(&mut self) -> Result<Vec<u8>, PluginError> {
+        let instance = &mut self.instance;
+        let guest = instance.bindings.sluice_plugin_format();
+        let result = guest.parser().call_preamble(&mut instance.store, self.handle);
+        result.map_err(|err| instance.trap("preamble", err))
+    }
+}
+
+fn new_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // The on-disk cache keys compiled code by the component's bytes and
+    // the engine's settings; a second start of the same plugin skips
+    // compilation. A cache that cannot be set up only costs speed.
+    match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(err) => tracing::debug!(error = %err, "compiled-plugin cache disabled"),
+    }
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("failed to create the WebAssembly engine")
+}
+
+fn placeholder_info(path: &Path) -> PluginInfo {
+    let name = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".to_owned());
+    PluginInfo {
+        name,
+        version: String::new(),
+        extensions: Vec::new(),
+        config_keys: Vec::new(),
+        record_separator: b"\n".to_vec(),
+    }
+}

@@ -1,0 +1,257 @@
+//! The header row of one file, bound to the configuration: key columns and
+//! path placeholders resolved to column indices.
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::template::Segment;
+use crate::tokenizer::Tokenizer;
+
+/// A path template piece with its column resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathPart {
+    Literal(String),
+    /// Index of the column whose value fills the placeholder.
+    Column(usize),
+}
+
+/// The header row of a file.
+#[derive(Clone, Debug)]
+pub struct Header {
+    names: Vec<String>,
+    /// The row's exact bytes, without a byte order mark or line terminator.
+    raw: Vec<u8>,
+    key_columns: Vec<usize>,
+    path: Vec<PathPart>,
+    /// Each column name as a JSON string followed by `:`, ready to start a
+    /// member of the request body.
+    json_names: Vec<Vec<u8>>,
+}
+
+impl Header {
+    /// Builds the header from the first record of a file, which `tokenizer`
+    /// has just split.
+    ///
+    /// # Errors
+    ///
+    /// Returns a message for a quoting error, invalid UTF-8, a duplicate
+    /// column name, or a key column or path placeholder that the header
+    /// lacks.
+    pub fn parse(raw: &[u8], tokenizer: &Tokenizer, config: &Config) -> Result<Header, String> {
+        if let Some(error) = tokenizer.quote_error() {
+            return Err(format!(
+                "invalid header row: unexpected {} after the closing quote of field {}",
+                describe_byte(error.byte),
+                error.field + 1
+            ));
+        }
+        let text = std::str::from_utf8(raw).map_err(|error| {
+            format!(
+                "invalid UTF-8 in the header row at byte {} of the row; save the file as UTF-8",
+                error.valid_up_to()
+            )
+        })?;
+
+        let names = tokenizer
+            .fields()
+            .iter()
+            .map(|f| f.value(text).into_owned())
+            .collect();
+        Header::bind(names, raw.to_vec(), config)
+    }
+
+    /// Resolves the configured key columns and path placeholders against
+    /// the column `names`.
+    fn bind(names: Vec<String>, raw: Vec<u8>, config: &Config) -> Result<Header, String> {
+        let mut indices: HashMap<&str, usize> = HashMap::with_capacity(names.len());
+        for (index, name) in names.iter().enumerate() {
+            if let Some(first) = indices.insert(name, index) {
+                return Err(format!(
+                    "duplicate column {name:?} in the header row (columns {} and {}); \
+                     rename one of them",
+                    first + 1,
+                    index + 1
+                ));
+            }
+        }
+        let find = |column: &str, role: &str| {
+            indices.get(column).copied().ok_or_else(|| {
+                format!(
+                    "{role} column {column:?} is not in the header row; the header has {}",
+                    names.join(", ")
+                )
+            })
+        };
+
+        // Placeholders first: the key columns default to them, and a missing
+        // one is a mistake in the template.
+        let mut path = Vec::with_capacity(config.path.segments().len());
+        for segment in config.path.segments() {
+            path.push(match segment {
+                Segment::Literal(text) => PathPart::Literal(text.clone()),
+                Segment::Column(column) => PathPart::Column(find(column, "path template")?),
+            });
+        }
+
+        let mut key_columns = Vec::with_capacity(config.key_columns.len());
+        for column in &config.key_columns {
+            key_columns.push(find(column, "key")?);
+        }
+
+        let mut json_names = Vec::with_capacity(names.len());
+        for name in &names {
+            let mut json = serde_json::to_vec(name).map_err(|error| {
+                format!("column name {name:?} cannot be written as JSON: {error}")
+            })?;
+            json.push(b':');
+            json_names.push(json);
+        }
+
+        Ok(Header {
+            names,
+            raw,
+            key_columns,
+            path,
+            json_names,
+        })
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Indices of the key columns, in key order.
+    pub fn key_columns(&self) -> &[usize] {
+        &self.key_columns
+    }
+
+    pub fn path(&self) -> &[PathPart] {
+        &self.path
+    }
+
+    /// Column `index`'s name as a JSON string followed by `:`.
+    pub fn json_name(&self, index: usize) -> &[u8] {
+        self.json_names.get(index).map_or(&[], Vec::as_slice)
+    }
+
+    /// Names field `index` (0-based) for a message, such as `3 ("city")`.
+    pub fn field_label(&self, index: usize) -> String {
+        match self.names.get(index) {
+            Some(name) => format!("{} ({name:?})", index + 1),
+            None => (index + 1).to_string(),
+        }
+    }
+}
+
+/// Describes a byte for a message: a printable ASCII character in quotes, or
+/// its hex value.
+pub fn describe_byte(byte: u8) -> String {
+    if byte.is_ascii_graphic() || byte == b' ' {
+        format!("{:?}", byte as char)
+    } else {
+        format!("byte 0x{byte:02X}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        Config::from_pairs(pairs).unwrap()
+    }
+
+    fn header(row: &str, config: &Config) -> Result<Header, String> {
+        let mut tokenizer = Tokenizer::new(config.delimiter);
+        let _ = tokenizer.advance(row.as_bytes(), usize::MAX);
+        let _ = tokenizer.finish(row.as_bytes());
+        Header::parse(row.as_bytes(), &tokenizer, config)
+    }
+
+    #[test]
+    fn resolves_columns() {
+        let config = config(&[
+            ("path", "/f/{flight}?c={carrier}"),
+            ("key", "carrier,flight"),
+        ]);
+        let header = header("year,carrier,flight", &config).unwrap();
+        assert_eq!(header.names(), ["year", "carrier", "flight"]);
+        assert_eq!(header.key_columns(), [1, 2]);
+        let expected = [
+            PathPart::Literal("/f/".to_owned()),
+            PathPart::Column(2),
+            PathPart::Literal("?c=".to_owned()),
+            PathPart::Column(1),
+        ];
+        assert_eq!(header.path(), expected);
+        assert_eq!(header.json_name(0), b"\"year\":");
+    }
+
+    #[test]
+    fn rejects_duplicate_columns() {
+        let config = config(&[("path", "/x")]);
+        let message = header("id,name,city,name", &config).unwrap_err();
+        assert_eq!(
+            message,
+            "duplicate column \"name\" in the header row (columns 2 and 4); rename one of them"
+        );
+    }
+
+    #[test]
+    fn rejects_missing_key_column() {
+        let config = config(&[("path", "/x"), ("key", "iaat")]);
+        let message = header("iata,name,city", &config).unwrap_err();
+        assert_eq!(
+            message,
+            "key column \"iaat\" is not in the header row; the header has iata, name, city"
+        );
+    }
+
+    #[test]
+    fn rejects_missing_placeholder() {
+        let config = config(&[("path", "/a/{iata}/{zip}"), ("key", "")]);
+        let message = header("iata,name,city", &config).unwrap_err();
+        assert_eq!(
+            message,
+            "path template column \"zip\" is not in the header row; the header has iata, \
+             name, city"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_header_bytes() {
+        let config = config(&[("path", "/x")]);
+        let message = header("a,\"b\"c", &config).unwrap_err();
+        assert!(
+            message.contains("unexpected 'c' after the closing quote of field 2"),
+            "{message}"
+        );
+
+        let config = Config::from_pairs(&[("path", "/x")]).unwrap();
+        let mut tokenizer = Tokenizer::new(b',');
+        let row = b"a,\xFF";
+        let _ = tokenizer.advance(row, usize::MAX);
+        let _ = tokenizer.finish(row);
+        let message = Header::parse(row, &tokenizer, &config).unwrap_err();
+        assert!(
+            message.contains("invalid UTF-8 in the header row at byte 2"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn quoted_names_are_unescaped() {
+        let config = config(&[("path", "/{a,b}")]);
+        let header = header("\"a,b\",\"say \"\"x\"\"\"", &config).unwrap();
+        assert_eq!(header.names(), ["a,b", "say \"x\""]);
+        assert_eq!(header.json_name(1), br#""say \"x\"":"#);
+    }
+}

@@ -1,0 +1,76 @@
+//! The items a parser produces and the requests it maps records to. They
+//! mirror the WIT types of `sluice:plugin/types` as plain Rust.
+
+/// The position of a record's first byte in its input file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based number among the file's data records, counting malformed
+    /// records and not counting the header row.
+    pub record_number: u64,
+    /// 1-based line number of the record's first byte. The header row is
+    /// on line 1 unless blank lines precede it.
+    pub line: u64,
+    /// 0-based byte offset of the record's first byte, counting a byte order
+    /// mark.
+    pub offset: u64,
+}
+
+/// One well-formed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub position: Position,
+    /// The value of the single key column, a JSON array of the values of
+    /// several key columns, or empty when no key is configured.
+    pub key: String,
+    /// The record's exact bytes, without its line terminator.
+    pub raw: Vec<u8>,
+}
+
+/// A record that could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Malformed {
+    pub position: Position,
+    /// The record's exact bytes, without its line terminator. A line longer
+    /// than `max_record_bytes` keeps only its first `max_record_bytes` bytes,
+    /// and the message reports the truncation.
+    pub raw: Vec<u8>,
+    /// A description of the problem, for a person to read.
+    pub message: String,
+}
+
+/// One item produced by a parser, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Record(Record),
+    Malformed(Malformed),
+}
+
+impl Parsed {
+    pub fn position(&self) -> Position {
+        match self {
+            Parsed::Record(record) => record.position,
+            Parsed::Malformed(malformed) => malformed.position,
+        }
+    }
+
+    pub fn raw(&self) -> &[u8] {
+        match self {
+            Parsed::Record(record) => &record.raw,
+            Parsed::Malformed(malformed) => &malformed.raw,
+        }
+    }
+}
+
+/// The HTTP request that delivers one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// An HTTP method in upper case.
+    pub method: String,
+    /// The path and optional query, starting with `/`, with record values
+    /// percent-encoded.
+    pub path: String,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// A JSON object from column names to the record's values.
+    pub body: Vec<u8>,
+}
