@@ -35,15 +35,17 @@ pub enum Fault {
 
 impl Fault {
     /// Classifies a reqwest error from sending a request or reading its body.
-    pub fn from_reqwest(err: &reqwest::Error) -> Fault {
+    /// The URL is dropped from the message because it may hold credentials.
+    pub fn from_reqwest(err: reqwest::Error) -> Fault {
+        let err = err.without_url();
         if err.is_timeout() {
             Fault::Timeout
         } else if err.is_builder() {
-            Fault::Request(error_chain(err))
+            Fault::Request(error_chain(&err))
         } else {
             // Connect, request and body errors all mean the exchange broke
             // off midway, such as a refused connection or a reset.
-            Fault::Connection(error_chain(err))
+            Fault::Connection(error_chain(&err))
         }
     }
 

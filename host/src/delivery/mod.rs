@@ -259,7 +259,7 @@ impl Sender {
     ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
         let transport = |err: reqwest::Error| {
             let detail = FailureDetail {
-                fault: Fault::from_reqwest(&err),
+                fault: Fault::from_reqwest(err),
                 body: None,
             };
             (detail, None)
