@@ -9,8 +9,9 @@
 //! - `Open`: no request is admitted and input reading pauses, for
 //!   `open_duration`. A request that runs out of retries while the breaker
 //!   is open or half-open was caught by the same outage; it is not
-//!   dead-lettered but waits and starts a fresh round of retries after the
-//!   breaker closes.
+//!   dead-lettered but waits. Every request that had to wait for the
+//!   breaker starts a fresh round of retries once it is let through, since
+//!   the outage, not the request, used up its earlier ones.
 //! - `HalfOpen`: once the open time has passed, the first request to ask
 //!   becomes the probe and is sent with its full retries while every other
 //!   request waits. If the probe gets any answer from the API (a success or
@@ -50,6 +51,16 @@ pub enum Role {
     Normal,
     /// The one request sent while the breaker is half-open.
     Probe,
+}
+
+/// The breaker's answer to a request that asked to be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub role: Role,
+    /// The transition to half-open, when this request made it.
+    pub transition: Option<Transition>,
+    /// Whether the request had to wait because the breaker was not closed.
+    pub waited: bool,
 }
 
 /// What a request that ran out of retries must do next.
@@ -139,32 +150,39 @@ impl Breaker {
         self.lock().openings
     }
 
-    /// Waits until a request may be sent and returns its role.
+    /// Waits until a request may be sent and says in what role.
     ///
     /// `current` is the role the request held on its previous attempt, or
     /// `Role::Normal` on its first one: a probe keeps its role across its
-    /// retries. Returns the transition to half-open when this call made it.
-    pub async fn admit(&self, current: Role) -> (Role, Option<Transition>) {
+    /// retries.
+    pub async fn admit(&self, current: Role) -> Admission {
+        let mut waited = false;
         loop {
             let wait = {
                 let mut inner = self.lock();
+                let admitted = |role, transition| Admission {
+                    role,
+                    transition,
+                    waited,
+                };
                 match inner.state {
-                    State::Closed { .. } => return (Role::Normal, None),
+                    State::Closed { .. } => return admitted(Role::Normal, None),
                     State::HalfOpen { .. } if current == Role::Probe => {
-                        return (Role::Probe, None)
+                        return admitted(Role::Probe, None)
                     }
                     State::Open { until } if Instant::now() >= until => {
                         let transition = self.set(&mut inner, State::HalfOpen { probe_out: true });
-                        return (Role::Probe, transition);
+                        return admitted(Role::Probe, transition);
                     }
                     State::HalfOpen { probe_out: false } => {
                         inner.state = State::HalfOpen { probe_out: true };
-                        return (Role::Probe, None);
+                        return admitted(Role::Probe, None);
                     }
                     State::Open { until } => Wait::Until(until),
                     State::HalfOpen { probe_out: true } => Wait::Change(self.changes.subscribe()),
                 }
             };
+            waited = true;
             match wait {
                 Wait::Until(until) => tokio::time::sleep_until(until).await,
                 Wait::Change(mut changes) => {
@@ -282,7 +300,7 @@ mod tests {
 
     async fn open(breaker: &Breaker, threshold: u32) {
         for _ in 0..threshold {
-            let (role, _) = breaker.admit(Role::Normal).await;
+            let role = breaker.admit(Role::Normal).await.role;
             breaker.record_exhausted(role);
         }
         assert_eq!(breaker.state(), BreakerState::Open);
@@ -292,7 +310,7 @@ mod tests {
     async fn opens_at_threshold_of_exhausted_requests() {
         let breaker = breaker(3);
         for n in 1..=3 {
-            let (role, _) = breaker.admit(Role::Normal).await;
+            let role = breaker.admit(Role::Normal).await.role;
             let (verdict, transition) = breaker.record_exhausted(role);
             assert_eq!(verdict, Exhausted::DeadLetter);
             if n < 3 {
@@ -333,10 +351,12 @@ mod tests {
         open(&breaker, 1).await;
         let start = Instant::now();
 
-        let (role, transition) = breaker.admit(Role::Normal).await;
+        let admission = breaker.admit(Role::Normal).await;
 
         assert_eq!(start.elapsed(), Duration::from_secs(10));
-        assert_eq!(role, Role::Probe);
+        assert_eq!(admission.role, Role::Probe);
+        assert!(admission.waited);
+        let transition = admission.transition;
         let to_half_open = Transition {
             from: BreakerState::Open,
             to: BreakerState::HalfOpen,
@@ -348,18 +368,18 @@ mod tests {
     async fn half_open_sends_exactly_one_probe() {
         let breaker = breaker(1);
         open(&breaker, 1).await;
-        let (probe, _) = breaker.admit(Role::Normal).await;
+        let probe = breaker.admit(Role::Normal).await.role;
         assert_eq!(probe, Role::Probe);
 
         let other = tokio::spawn({
             let breaker = breaker.clone();
-            async move { breaker.admit(Role::Normal).await.0 }
+            async move { breaker.admit(Role::Normal).await.role }
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!other.is_finished(), "a second request passed a half-open breaker");
 
         // The probe keeps its role across its own retries.
-        assert_eq!(breaker.admit(Role::Probe).await.0, Role::Probe);
+        assert_eq!(breaker.admit(Role::Probe).await.role, Role::Probe);
 
         breaker.record_success(Role::Probe);
         assert_eq!(other.await.unwrap(), Role::Normal);
@@ -370,7 +390,7 @@ mod tests {
     async fn failed_probe_reopens_for_another_open_duration() {
         let breaker = breaker(1);
         open(&breaker, 1).await;
-        let (probe, _) = breaker.admit(Role::Normal).await;
+        let probe = breaker.admit(Role::Normal).await.role;
         let reopened_at = Instant::now();
 
         let (verdict, transition) = breaker.record_exhausted(probe);
@@ -378,7 +398,7 @@ mod tests {
         assert_eq!(verdict, Exhausted::DeadLetter);
         assert_eq!(transition.map(|t| t.to), Some(BreakerState::Open));
         assert_eq!(breaker.openings(), 2);
-        let (role, _) = breaker.admit(Role::Normal).await;
+        let role = breaker.admit(Role::Normal).await.role;
         assert_eq!(role, Role::Probe);
         assert_eq!(reopened_at.elapsed(), Duration::from_secs(10));
     }
@@ -387,7 +407,7 @@ mod tests {
     async fn permanent_fault_on_probe_closes() {
         let breaker = breaker(1);
         open(&breaker, 1).await;
-        let (probe, _) = breaker.admit(Role::Normal).await;
+        let probe = breaker.admit(Role::Normal).await.role;
         let transition = breaker.record_permanent(probe);
         assert_eq!(transition.map(|t| t.to), Some(BreakerState::Closed));
     }
@@ -395,7 +415,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn requests_exhausted_while_open_wait_instead_of_dead_lettering() {
         let breaker = breaker(1);
-        let (late, _) = breaker.admit(Role::Normal).await;
+        let late = breaker.admit(Role::Normal).await.role;
         open(&breaker, 1).await;
 
         let (verdict, transition) = breaker.record_exhausted(late);
@@ -408,7 +428,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn late_success_does_not_close_an_open_breaker() {
         let breaker = breaker(1);
-        let (late, _) = breaker.admit(Role::Normal).await;
+        let late = breaker.admit(Role::Normal).await.role;
         open(&breaker, 1).await;
         assert_eq!(breaker.record_success(late), None);
         assert_eq!(breaker.state(), BreakerState::Open);
@@ -418,10 +438,10 @@ mod tests {
     async fn released_probe_lets_another_request_probe() {
         let breaker = breaker(1);
         open(&breaker, 1).await;
-        let (probe, _) = breaker.admit(Role::Normal).await;
+        let probe = breaker.admit(Role::Normal).await.role;
         let waiter = tokio::spawn({
             let breaker = breaker.clone();
-            async move { breaker.admit(Role::Normal).await.0 }
+            async move { breaker.admit(Role::Normal).await.role }
         });
         tokio::task::yield_now().await;
 

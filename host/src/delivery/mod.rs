@@ -169,20 +169,23 @@ impl Sender {
         let max_attempts = self.retry.max_retries.saturating_add(1);
         let mut role = Role::Normal;
         let mut attempts = 0u32;
-        // Attempts made in the current round; a round restarts when the
-        // request becomes the probe or was held by an open breaker.
+        // Attempts made in the current round; a round restarts after the
+        // request waited for the breaker or became the probe.
         let mut round = 0u32;
 
         loop {
-            let (admitted, transition) = self.breaker.admit(role).await;
-            if let Some(transition) = transition {
+            let admission = self.breaker.admit(role).await;
+            if let Some(transition) = admission.transition {
                 on_event(Event::Breaker(transition));
             }
-            if admitted == Role::Probe && role != Role::Probe {
+            // A request that waited out an open breaker, or that becomes
+            // the probe, starts a fresh round: the outage used up its
+            // retries, not a fault of its own.
+            if admission.waited || (admission.role == Role::Probe && role != Role::Probe) {
                 round = 0;
                 backoff.reset();
             }
-            role = admitted;
+            role = admission.role;
             attempts += 1;
             round += 1;
 
