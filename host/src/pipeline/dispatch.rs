@@ -325,7 +325,7 @@ impl<'a> Dispatcher<'a> {
                 record = entry.record,
                 line = entry.line,
                 error = %entry.error,
-                "record not sent"
+                "record rejected without being sent"
             );
         }
         match entry.kind {
