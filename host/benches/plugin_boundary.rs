@@ -53,7 +53,10 @@ fn main() -> anyhow::Result<()> {
     let parse = median(&mut parse_times);
     let batched = median(&mut batched_times);
     let single = median(&mut single_times);
-    println!("input      {} ({count} records, {mb:.1} MB)", input.display());
+    println!(
+        "input      {} ({count} records, {mb:.1} MB)",
+        input.display()
+    );
     println!(
         "parse      {:.0} records/s, {:.0} MB/s (median of {RUNS})",
         count as f64 / parse.as_secs_f64(),
@@ -93,12 +96,24 @@ fn collect(parsed: Vec<Parsed>, records: &mut Vec<Record>) {
 
 /// Maps `records` in batches of up to `batch` records per call. The batch
 /// size of the host's pipeline is "every record of one chunk".
-fn map(plugin: &Plugin, bytes: &[u8], records: &[Record], batch: usize) -> anyhow::Result<Duration> {
+fn map(
+    plugin: &Plugin,
+    bytes: &[u8],
+    records: &[Record],
+    batch: usize,
+) -> anyhow::Result<Duration> {
     let mut parser = plugin.instantiate()?.parser()?;
     // Feed the header so the parser knows the columns.
-    let header_end = bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1);
+    let header_end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
     parser.feed(&bytes[..header_end])?;
-    let per_call = if batch == 1 { 1 } else { records.len().div_ceil(bytes.len().div_ceil(batch)) };
+    let per_call = if batch == 1 {
+        1
+    } else {
+        records.len().div_ceil(bytes.len().div_ceil(batch))
+    };
     let started = Instant::now();
     for group in records.chunks(per_call.max(1)) {
         let mapped = parser.map(group)?;

@@ -316,7 +316,10 @@ pub fn read_sidecar(path: &Path) -> io::Result<Sidecar> {
 /// such as `20261204T183000123Z-4242`.
 pub fn new_run_id() -> String {
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    let compact: String = time.chars().filter(|c| !matches!(c, '-' | ':' | '.')).collect();
+    let compact: String = time
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | '.'))
+        .collect();
     format!("{compact}-{}", std::process::id())
 }
 
@@ -346,7 +349,8 @@ mod tests {
         sink.set_preamble(b"id,name\n".to_vec());
 
         sink.write(b"1,x", &entry(Kind::DeadLetter, 1)).unwrap();
-        sink.write(b"2,\"y\nz\"", &entry(Kind::DeadLetter, 2)).unwrap();
+        sink.write(b"2,\"y\nz\"", &entry(Kind::DeadLetter, 2))
+            .unwrap();
         sink.write(b"3,bad", &entry(Kind::Rejected, 3)).unwrap();
         sink.sync().unwrap();
 
@@ -355,10 +359,16 @@ mod tests {
         assert_eq!(fs::read(&dead).unwrap(), b"id,name\n1,x\n2,\"y\nz\"\n");
         assert_eq!(fs::read(&rejected).unwrap(), b"id,name\n3,bad\n");
         let sidecar = read_sidecar(&sidecar_path(&dead)).unwrap();
-        assert_eq!(sidecar.entries, [entry(Kind::DeadLetter, 1), entry(Kind::DeadLetter, 2)]);
+        assert_eq!(
+            sidecar.entries,
+            [entry(Kind::DeadLetter, 1), entry(Kind::DeadLetter, 2)]
+        );
         assert!(!sidecar.torn_tail);
         let files = sink.files();
-        assert_eq!(files, [(Kind::DeadLetter, dead, 2), (Kind::Rejected, rejected, 1)]);
+        assert_eq!(
+            files,
+            [(Kind::DeadLetter, dead, 2), (Kind::Rejected, rejected, 1)]
+        );
     }
 
     #[test]
@@ -428,21 +438,29 @@ mod tests {
             fs::write(dir.path().join(name), b"").unwrap();
         }
         let names = |paths: Vec<PathBuf>| -> Vec<String> {
-            let names = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy());
+            let names = paths
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy());
             names.map(|n| n.into_owned()).collect()
         };
 
         let dead = names(list_dir(dir.path(), false).unwrap());
         let all = names(list_dir(dir.path(), true).unwrap());
 
-        assert_eq!(dead, ["a.20261204T110000Z-1.dead.csv", "b.20261204T120000Z-2.dead.csv"]);
+        assert_eq!(
+            dead,
+            [
+                "a.20261204T110000Z-1.dead.csv",
+                "b.20261204T120000Z-2.dead.csv"
+            ]
+        );
         assert_eq!(all.len(), 3);
     }
 
     #[test]
     fn run_id_is_sortable_utc() {
         let id = new_run_id();
-        assert_eq!(id.len() > 17, true, "{id}");
+        assert!(id.len() > 17, "{id}");
         assert_eq!(&id[8..9], "T");
         assert_eq!(&id[18..19], "Z");
     }

@@ -94,7 +94,11 @@ impl RunReport {
         };
 
         writeln!(out, "summary")?;
-        writeln!(out, "  files          {} ({failed} stopped early)", self.files.len())?;
+        writeln!(
+            out,
+            "  files          {} ({failed} stopped early)",
+            self.files.len()
+        )?;
         writeln!(out, "  records read   {records}")?;
         writeln!(
             out,
@@ -135,7 +139,8 @@ impl Progress {
             ProgressMode::Auto => std::io::stderr().is_terminal(),
         };
         let bar = draw.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
                 "{bar:30} {bytes}/{total_bytes} {elapsed_precise} {msg}",
             )

@@ -72,8 +72,14 @@ pub struct Finished {
 impl Finished {
     /// Returns a summary total over all files, such as `delivered`.
     pub fn total(&self, field: &str) -> u64 {
-        let files = self.summary["files"].as_array().cloned().unwrap_or_default();
-        files.iter().map(|file| file[field].as_u64().unwrap_or(0)).sum()
+        let files = self.summary["files"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        files
+            .iter()
+            .map(|file| file[field].as_u64().unwrap_or(0))
+            .sum()
     }
 }
 

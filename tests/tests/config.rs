@@ -17,12 +17,17 @@ async fn flaky() -> (MockServer, Arc<AtomicUsize>) {
         let n = counter.fetch_add(1, Ordering::SeqCst);
         ResponseTemplate::new(if n < 2 { 503 } else { 200 })
     };
-    Mock::given(method("PUT")).respond_with(responder).mount(&server).await;
+    Mock::given(method("PUT"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
     (server, calls)
 }
 
 fn input(dir: &std::path::Path) -> String {
-    write_file(dir, "in.csv", "iata,name\nABQ,x\n").display().to_string()
+    write_file(dir, "in.csv", "iata,name\nABQ,x\n")
+        .display()
+        .to_string()
 }
 
 #[tokio::test]
@@ -123,8 +128,14 @@ async fn invalid_values_exit_2_naming_key_value_and_range() {
 
     assert_eq!(finished.code, Some(2));
     let stderr = &finished.stderr;
-    assert!(stderr.contains("invalid http.concurrency = 0: an integer from 1 to 1024"), "{stderr}");
-    assert!(stderr.contains("invalid retry.multiplier = 0.5"), "{stderr}");
+    assert!(
+        stderr.contains("invalid http.concurrency = 0: an integer from 1 to 1024"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("invalid retry.multiplier = 0.5"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +152,11 @@ async fn unknown_key_in_the_config_file_exits_2() {
 
     assert_eq!(finished.code, Some(2));
     assert!(finished.stderr.contains("bad.toml"), "{}", finished.stderr);
-    assert!(finished.stderr.contains("max_retires"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("max_retires"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[tokio::test]
@@ -186,7 +201,11 @@ async fn missing_plugin_exits_2() {
         .await;
 
     assert_eq!(finished.code, Some(2));
-    assert!(finished.stderr.contains("missing.wasm"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("missing.wasm"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[tokio::test]

@@ -62,7 +62,10 @@ async fn ingest_and_verify(case: Case, plan: FaultPlan) {
         case.rows as u64
     );
     let stats = target.stats();
-    assert!(stats.requests > case.rows as u64, "faults should force retries: {stats:?}");
+    assert!(
+        stats.requests > case.rows as u64,
+        "faults should force retries: {stats:?}"
+    );
     assert!(first.total("retries") > 0);
 
     if first.total("dead_lettered") > 0 {
@@ -95,7 +98,10 @@ fn assert_no_dead_letters_left(dir: &Path) {
         return;
     };
     let left: Vec<_> = entries.map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "left in the dead-letter directory: {left:?}");
+    assert!(
+        left.is_empty(),
+        "left in the dead-letter directory: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,9 +174,16 @@ async fn outage_opens_the_breaker_and_reprocessing_completes_the_data() {
 
     assert_eq!(first.code, Some(3), "{}", first.stderr);
     assert!(first.summary["breaker_openings"].as_u64().unwrap() >= 1);
-    assert!(first.stderr.contains("circuit breaker opened"), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("circuit breaker opened"),
+        "{}",
+        first.stderr
+    );
     assert!(first.total("dead_lettered") >= 5);
-    assert_eq!(first.total("delivered") + first.total("dead_lettered"), 3376);
+    assert_eq!(
+        first.total("delivered") + first.total("dead_lettered"),
+        3376
+    );
 
     let again = common(Sluice::new("reprocess", dir.path()))
         .arg("--max-retries=20")

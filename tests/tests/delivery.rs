@@ -56,7 +56,10 @@ impl Respond for Script {
 
 async fn serve(script: Script) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("PUT")).respond_with(script).mount(&server).await;
+    Mock::given(method("PUT"))
+        .respond_with(script)
+        .mount(&server)
+        .await;
     server
 }
 
@@ -79,7 +82,10 @@ async fn transient_statuses_are_retried_until_delivered() {
     let script = Script::new(&[503, 500, 200]);
     let server = serve(script.clone()).await;
 
-    let finished = run(dir.path(), &server).arg(one_airport(dir.path())).run().await;
+    let finished = run(dir.path(), &server)
+        .arg(one_airport(dir.path()))
+        .run()
+        .await;
 
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
     assert_eq!(finished.total("delivered"), 1);
@@ -87,7 +93,8 @@ async fn transient_statuses_are_retried_until_delivered() {
     assert_eq!(finished.total("retries"), 2);
     let arrivals = script.arrivals();
     assert_eq!(arrivals.len(), 3);
-    let expected = json!({"iata": "ABQ", "name": "Albuquerque International", "city": "Albuquerque"});
+    let expected =
+        json!({"iata": "ABQ", "name": "Albuquerque International", "city": "Albuquerque"});
     assert_eq!(arrivals[2].1, expected);
 }
 
@@ -101,7 +108,10 @@ async fn every_record_arrives_at_its_path_with_its_body() {
         .await;
     let input = write_file(dir.path(), "airports.csv", AIRPORTS);
 
-    let finished = run(dir.path(), &server).arg(input.display().to_string()).run().await;
+    let finished = run(dir.path(), &server)
+        .arg(input.display().to_string())
+        .run()
+        .await;
 
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
     let mut received: Vec<(String, Value)> = server
@@ -109,7 +119,12 @@ async fn every_record_arrives_at_its_path_with_its_body() {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.url.path().to_owned(), serde_json::from_slice(&r.body).unwrap()))
+        .map(|r| {
+            (
+                r.url.path().to_owned(),
+                serde_json::from_slice(&r.body).unwrap(),
+            )
+        })
         .collect();
     received.sort_by(|a, b| a.0.cmp(&b.0));
     let paths: Vec<&str> = received.iter().map(|(p, _)| p.as_str()).collect();
@@ -123,7 +138,10 @@ async fn permanent_status_goes_to_the_rejected_file_without_retry() {
     let script = Script::new(&[400]);
     let server = serve(script.clone()).await;
 
-    let finished = run(dir.path(), &server).arg(one_airport(dir.path())).run().await;
+    let finished = run(dir.path(), &server)
+        .arg(one_airport(dir.path()))
+        .run()
+        .await;
 
     assert_eq!(finished.code, Some(3), "{}", finished.stderr);
     assert_eq!(script.arrivals().len(), 1);
@@ -158,7 +176,10 @@ async fn exhausted_record_is_dead_lettered_with_its_sidecar() {
     assert_eq!(script.arrivals().len(), 3);
     let dead = dead_letter_files(&dir.path().join("dead-letters"), "dead");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].contents, "iata,name,city\nABQ,Albuquerque International,Albuquerque\n");
+    assert_eq!(
+        dead[0].contents,
+        "iata,name,city\nABQ,Albuquerque International,Albuquerque\n"
+    );
     let entry = &dead[0].sidecar[0];
     assert_eq!(entry["source"], input);
     assert_eq!(entry["record"], 1);
@@ -166,7 +187,11 @@ async fn exhausted_record_is_dead_lettered_with_its_sidecar() {
     assert_eq!(entry["attempts"], 3);
     assert_eq!(entry["status"], 503);
     assert!(entry["time"].as_str().unwrap().ends_with('Z'));
-    assert!(finished.stderr.contains("record dead-lettered"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("record dead-lettered"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[tokio::test]
@@ -192,7 +217,10 @@ async fn retry_after_seconds_delay_the_next_attempt() {
     script.retry_after = Some("1");
     let server = serve(script.clone()).await;
 
-    let finished = run(dir.path(), &server).arg(one_airport(dir.path())).run().await;
+    let finished = run(dir.path(), &server)
+        .arg(one_airport(dir.path()))
+        .run()
+        .await;
 
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
     let arrivals = script.arrivals();
@@ -367,7 +395,9 @@ async fn dead_letters_reprocess_once_the_api_recovers() {
         .collect();
     paths.sort();
     assert_eq!(paths, ["/airports/ABQ", "/airports/BOS", "/airports/CHS"]);
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("dead-letters")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("dead-letters"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "dead-letter files left behind: {left:?}");
 }
 
@@ -397,7 +427,10 @@ async fn reprocess_keeps_failures_in_a_new_file_with_the_original_origin() {
     assert_eq!(second.code, Some(3), "{}", second.stderr);
     let after = dead_letter_files(&dir.path().join("dead-letters"), "dead");
     assert_eq!(after.len(), 1);
-    assert_ne!(after[0].path, before[0].path, "the input file should be replaced");
+    assert_ne!(
+        after[0].path, before[0].path,
+        "the input file should be replaced"
+    );
     assert_eq!(after[0].contents, before[0].contents);
     assert_eq!(after[0].sidecar[0]["source"], input);
     assert_eq!(after[0].sidecar[0]["line"], 2);
@@ -413,7 +446,10 @@ async fn rejected_files_are_reprocessed_only_when_asked() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&up)
         .await;
-    let first = run(dir.path(), &up).arg(input.display().to_string()).run().await;
+    let first = run(dir.path(), &up)
+        .arg(input.display().to_string())
+        .run()
+        .await;
     assert_eq!(first.code, Some(3));
     assert_eq!(first.total("rejected"), 1);
 
@@ -440,7 +476,10 @@ async fn rejected_files_are_reprocessed_only_when_asked() {
     assert_eq!(with.total("rejected"), 1);
     let rejected = dead_letter_files(&dir.path().join("dead-letters"), "rejected");
     assert_eq!(rejected.len(), 1);
-    assert_eq!(rejected[0].sidecar[0]["source"], input.display().to_string());
+    assert_eq!(
+        rejected[0].sidecar[0]["source"],
+        input.display().to_string()
+    );
     assert_eq!(rejected[0].sidecar[0]["line"], 3);
 }
 
@@ -455,7 +494,10 @@ async fn malformed_rows_are_rejected_without_shifting_later_rows() {
         .mount(&server)
         .await;
 
-    let finished = run(dir.path(), &server).arg(input.display().to_string()).run().await;
+    let finished = run(dir.path(), &server)
+        .arg(input.display().to_string())
+        .run()
+        .await;
 
     assert_eq!(finished.code, Some(3));
     assert_eq!(finished.total("delivered"), 2);
@@ -482,14 +524,23 @@ async fn breaker_opens_pauses_and_probes_once() {
     let responder = {
         let log = log.clone();
         move |_: &Request| {
-            let status = if Instant::now() < outage_until { 503 } else { 200 };
+            let status = if Instant::now() < outage_until {
+                503
+            } else {
+                200
+            };
             log.lock().unwrap().push((Instant::now(), status));
             ResponseTemplate::new(status).set_delay(Duration::from_millis(50))
         }
     };
     let server = MockServer::start().await;
-    Mock::given(method("PUT")).respond_with(responder).mount(&server).await;
-    let rows: String = (0..40).map(|n| format!("K{n:02},name {n},city\n")).collect();
+    Mock::given(method("PUT"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    let rows: String = (0..40)
+        .map(|n| format!("K{n:02},name {n},city\n"))
+        .collect();
     let input = write_file(dir.path(), "many.csv", &format!("iata,name,city\n{rows}"));
 
     let finished = run(dir.path(), &server)
@@ -503,22 +554,42 @@ async fn breaker_opens_pauses_and_probes_once() {
 
     assert_eq!(finished.code, Some(3), "{}", finished.stderr);
     assert!(finished.summary["breaker_openings"].as_u64().unwrap() >= 1);
-    assert!(finished.stderr.contains("circuit breaker opened"), "{}", finished.stderr);
-    assert!(finished.stderr.contains("circuit breaker closed"), "{}", finished.stderr);
-    assert_eq!(finished.total("delivered") + finished.total("dead_lettered"), 40);
+    assert!(
+        finished.stderr.contains("circuit breaker opened"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("circuit breaker closed"),
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(
+        finished.total("delivered") + finished.total("dead_lettered"),
+        40
+    );
 
     let log = log.lock().unwrap().clone();
     // The open breaker leaves a gap of at least its open duration.
     let gaps: Vec<Duration> = log.windows(2).map(|w| w[1].0 - w[0].0).collect();
-    let pause = gaps.iter().position(|gap| *gap >= Duration::from_millis(900));
+    let pause = gaps
+        .iter()
+        .position(|gap| *gap >= Duration::from_millis(900));
     let pause = pause.expect("no pause of the open duration between requests");
     // The first request after the pause is the probe: it is alone on the
     // wire, so the next one starts after its 50 ms answer.
-    assert!(gaps[pause + 1] >= Duration::from_millis(45), "gaps {gaps:?}");
+    assert!(
+        gaps[pause + 1] >= Duration::from_millis(45),
+        "gaps {gaps:?}"
+    );
     // Requests that were in flight when it opened were not dead-lettered
     // for that reason: only the threshold's failures and failed probes are.
     let failed_probes = finished.summary["breaker_openings"].as_u64().unwrap() - 1;
-    assert!(finished.total("dead_lettered") <= 3 + failed_probes, "{}", finished.stdout);
+    assert!(
+        finished.total("dead_lettered") <= 3 + failed_probes,
+        "{}",
+        finished.stdout
+    );
 }
 
 #[tokio::test]
@@ -538,12 +609,18 @@ async fn same_key_records_are_sent_one_at_a_time_in_file_order() {
 
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
     let arrivals = script.arrivals();
-    let names: Vec<&str> = arrivals.iter().map(|(_, b)| b["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = arrivals
+        .iter()
+        .map(|(_, b)| b["name"].as_str().unwrap())
+        .collect();
     let expected: Vec<String> = (1..=6).map(|n| format!("version {n}")).collect();
     assert_eq!(names, expected);
     for pair in arrivals.windows(2) {
         let gap = pair[1].0 - pair[0].0;
-        assert!(gap >= Duration::from_millis(35), "overlapping same-key requests: {gap:?}");
+        assert!(
+            gap >= Duration::from_millis(35),
+            "overlapping same-key requests: {gap:?}"
+        );
     }
 }
 
@@ -577,9 +654,15 @@ async fn later_records_of_a_dead_lettered_key_follow_it() {
         .iter()
         .map(|r| String::from_utf8_lossy(&r.body).into_owned())
         .collect();
-    assert!(!sent.iter().any(|body| body.contains("second")), "stale order risk: {sent:?}");
+    assert!(
+        !sent.iter().any(|body| body.contains("second")),
+        "stale order risk: {sent:?}"
+    );
     let dead = dead_letter_files(&dir.path().join("dead-letters"), "dead");
-    assert_eq!(dead[0].contents, "iata,name,city\nABQ,first,x\nABQ,second,x\n");
+    assert_eq!(
+        dead[0].contents,
+        "iata,name,city\nABQ,first,x\nABQ,second,x\n"
+    );
     assert_eq!(dead[0].sidecar[1]["attempts"], 0);
 }
 
@@ -588,7 +671,10 @@ async fn header_values_come_from_the_environment_and_stay_out_of_logs() {
     let dir = tempfile::tempdir().unwrap();
     let server = MockServer::start().await;
     Mock::given(method("PUT"))
-        .and(wiremock::matchers::header("authorization", "Bearer t0ps3cret"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer t0ps3cret",
+        ))
         .respond_with(ResponseTemplate::new(503))
         .mount(&server)
         .await;
@@ -603,7 +689,12 @@ async fn header_values_come_from_the_environment_and_stay_out_of_logs() {
         .run()
         .await;
 
-    assert_eq!(server.received_requests().await.unwrap().len(), 2, "{}", finished.stderr);
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "{}",
+        finished.stderr
+    );
     assert!(!finished.stderr.contains("t0ps3cret"));
     assert!(!finished.stdout.contains("t0ps3cret"));
     let sidecars = dead_letter_files(&dir.path().join("dead-letters"), "dead");

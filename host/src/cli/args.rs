@@ -199,7 +199,10 @@ impl CommonArgs {
         if self.jitter_seed.is_some() {
             config.retry.jitter_seed = self.jitter_seed;
         }
-        set(&mut config.breaker.failure_threshold, &self.failure_threshold);
+        set(
+            &mut config.breaker.failure_threshold,
+            &self.failure_threshold,
+        );
         set(&mut config.breaker.open_duration, &self.open_duration);
         set(&mut config.input.chunk_size, &self.chunk_size);
     }
@@ -238,7 +241,10 @@ mod tests {
     #[test]
     fn header_splits_name_and_value() {
         let parsed = parse_header("Authorization: Bearer ${T}").unwrap();
-        assert_eq!(parsed, ("Authorization".to_owned(), "Bearer ${T}".to_owned()));
+        assert_eq!(
+            parsed,
+            ("Authorization".to_owned(), "Bearer ${T}".to_owned())
+        );
         assert!(parse_header("no colon").is_err());
     }
 
@@ -261,7 +267,10 @@ mod tests {
         };
         let mut config = Config::default();
         config.http.concurrency = 50;
-        config.plugin.config.insert("key".to_owned(), "faa".to_owned());
+        config
+            .plugin
+            .config
+            .insert("key".to_owned(), "faa".to_owned());
         config.retry.max_backoff = Duration::from_secs(3);
 
         args.common.apply(&mut config);

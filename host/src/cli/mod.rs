@@ -178,7 +178,10 @@ fn finish(report: &RunReport, summary_json: Option<&Path>) -> Result<u8, Failure
     if let Some(path) = summary_json {
         let json = serde_json::to_vec_pretty(report).map_err(Failure::other)?;
         std::fs::write(path, json).map_err(|err| {
-            Failure::other(anyhow::anyhow!("cannot write summary {}: {err}", path.display()))
+            Failure::other(anyhow::anyhow!(
+                "cannot write summary {}: {err}",
+                path.display()
+            ))
         })?;
     }
     Ok(report.exit_code())

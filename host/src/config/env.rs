@@ -105,8 +105,14 @@ mod tests {
 
         apply_env_maps(&mut config, vars);
 
-        assert_eq!(config.plugin.config.get("null").map(String::as_str), Some("NA"));
-        assert_eq!(config.http.headers.get("x-api-key").map(String::as_str), Some("${KEY}"));
+        assert_eq!(
+            config.plugin.config.get("null").map(String::as_str),
+            Some("NA")
+        );
+        assert_eq!(
+            config.http.headers.get("x-api-key").map(String::as_str),
+            Some("${KEY}")
+        );
         assert_eq!(config.plugin.config.len(), 1);
         assert_eq!(config.http.headers.len(), 1);
     }

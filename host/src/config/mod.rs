@@ -260,8 +260,9 @@ impl Config {
     /// Fails when the file cannot be read or is not valid TOML for this
     /// configuration; the message names the file and the bad key.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| anyhow::anyhow!("failed to read config file {}: {err}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            anyhow::anyhow!("failed to read config file {}: {err}", path.display())
+        })?;
         toml::from_str(&text)
             .map_err(|err| anyhow::anyhow!("invalid config file {}: {err}", path.display()))
     }
@@ -289,7 +290,11 @@ impl Config {
 
         let endpoint = match &self.endpoint {
             None => {
-                problem("endpoint", &"(unset)", "set --endpoint URL or SLUICE_ENDPOINT");
+                problem(
+                    "endpoint",
+                    &"(unset)",
+                    "set --endpoint URL or SLUICE_ENDPOINT",
+                );
                 None
             }
             Some(raw) => match parse_endpoint(raw) {
@@ -302,26 +307,43 @@ impl Config {
         };
         let plugin_path = self.plugin.path.clone();
         if plugin_path.is_none() {
-            problem("plugin.path", &"(unset)", "set --plugin FILE.wasm or SLUICE_PLUGIN_PATH");
+            problem(
+                "plugin.path",
+                &"(unset)",
+                "set --plugin FILE.wasm or SLUICE_PLUGIN_PATH",
+            );
         }
 
         let http = &self.http;
-        let concurrency = NonZeroUsize::new(http.concurrency).filter(|n| n.get() <= MAX_CONCURRENCY);
+        let concurrency =
+            NonZeroUsize::new(http.concurrency).filter(|n| n.get() <= MAX_CONCURRENCY);
         if concurrency.is_none() {
             let allowed = format!("an integer from 1 to {MAX_CONCURRENCY}");
             problem("http.concurrency", &http.concurrency, &allowed);
         }
         if http.timeout.is_zero() {
-            problem("http.timeout", &"0s", "a duration above zero, such as \"30s\"");
+            problem(
+                "http.timeout",
+                &"0s",
+                "a duration above zero, such as \"30s\"",
+            );
         }
         if http.connect_timeout.is_zero() {
-            problem("http.connect_timeout", &"0s", "a duration above zero, such as \"10s\"");
+            problem(
+                "http.connect_timeout",
+                &"0s",
+                "a duration above zero, such as \"10s\"",
+            );
         }
         let mut headers = Vec::new();
         for (name, value) in &http.headers {
             let key = format!("http.headers.{name}");
             let Ok(header_name) = HeaderName::from_bytes(name.as_bytes()) else {
-                problem(&key, &name, "a header name made of letters, digits and - _ .");
+                problem(
+                    &key,
+                    &name,
+                    "a header name made of letters, digits and - _ .",
+                );
                 continue;
             };
             let expanded = match expand_env(value, &lookup) {
@@ -337,7 +359,11 @@ impl Config {
                     header_value.set_sensitive(true);
                     headers.push((header_name, header_value));
                 }
-                Err(_) => problem(&key, &"(hidden)", "visible ASCII characters and spaces only"),
+                Err(_) => problem(
+                    &key,
+                    &"(hidden)",
+                    "visible ASCII characters and spaces only",
+                ),
             }
         }
 
@@ -347,7 +373,11 @@ impl Config {
             problem("retry.max_retries", &retry.max_retries, &allowed);
         }
         if !(retry.multiplier.is_finite() && (1.0..=100.0).contains(&retry.multiplier)) {
-            problem("retry.multiplier", &retry.multiplier, "a number from 1.0 to 100.0");
+            problem(
+                "retry.multiplier",
+                &retry.multiplier,
+                "a number from 1.0 to 100.0",
+            );
         }
         if retry.max_backoff < retry.initial_backoff {
             let value = humantime::format_duration(retry.max_backoff);
@@ -364,7 +394,11 @@ impl Config {
             problem("breaker.failure_threshold", &0, "an integer of at least 1");
         }
         if breaker.open_duration.is_zero() {
-            problem("breaker.open_duration", &"0s", "a duration above zero, such as \"30s\"");
+            problem(
+                "breaker.open_duration",
+                &"0s",
+                "a duration above zero, such as \"30s\"",
+            );
         }
 
         let chunk_size = NonZeroUsize::new(self.input.chunk_size)

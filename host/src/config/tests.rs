@@ -33,7 +33,10 @@ fn defaults_validate_once_required_keys_are_set() {
 
 #[test]
 fn missing_endpoint_and_plugin_are_both_reported() {
-    assert_eq!(problem_keys(&Config::default()), ["endpoint", "plugin.path"]);
+    assert_eq!(
+        problem_keys(&Config::default()),
+        ["endpoint", "plugin.path"]
+    );
 }
 
 #[test]
@@ -138,7 +141,10 @@ fn toml_file_fills_nested_tables() {
     assert_eq!(settings.retry.max_retries, 2);
     assert_eq!(settings.retry.backoff.initial, Duration::from_millis(250));
     assert_eq!(settings.breaker.open_duration, Duration::from_secs(60));
-    assert_eq!(settings.plugin_config, [("key".to_owned(), "iata".to_owned())]);
+    assert_eq!(
+        settings.plugin_config,
+        [("key".to_owned(), "iata".to_owned())]
+    );
     assert_eq!(settings.http.timeout, DEFAULT_TIMEOUT);
 }
 

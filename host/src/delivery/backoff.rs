@@ -113,9 +113,19 @@ mod tests {
             .map(|seed| Backoff::new(policy(), seed).nth(3).unwrap())
             .collect();
         let distinct: std::collections::BTreeSet<_> = first.iter().collect();
-        assert!(distinct.len() > 90, "only {} distinct delays", distinct.len());
-        let below_half = first.iter().filter(|d| **d < Duration::from_millis(400)).count();
-        assert!((20..=80).contains(&below_half), "{below_half} of 100 below half the ceiling");
+        assert!(
+            distinct.len() > 90,
+            "only {} distinct delays",
+            distinct.len()
+        );
+        let below_half = first
+            .iter()
+            .filter(|d| **d < Duration::from_millis(400))
+            .count();
+        assert!(
+            (20..=80).contains(&below_half),
+            "{below_half} of 100 below half the ceiling"
+        );
     }
 
     #[test]

@@ -281,7 +281,9 @@ impl Breaker {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The lock is never held across a panic point that leaves the state
         // half-written, so a poisoned lock still holds a valid state.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -376,7 +378,10 @@ mod tests {
             async move { breaker.admit(Role::Normal).await.role }
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert!(!other.is_finished(), "a second request passed a half-open breaker");
+        assert!(
+            !other.is_finished(),
+            "a second request passed a half-open breaker"
+        );
 
         // The probe keeps its role across its own retries.
         assert_eq!(breaker.admit(Role::Probe).await.role, Role::Probe);

@@ -122,8 +122,14 @@ mod tests {
 
     #[test]
     fn timeout_and_rate_limit_statuses_are_transient() {
-        assert_eq!(classify_status(StatusCode::REQUEST_TIMEOUT), FaultKind::Transient);
-        assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS), FaultKind::Transient);
+        assert_eq!(
+            classify_status(StatusCode::REQUEST_TIMEOUT),
+            FaultKind::Transient
+        );
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS),
+            FaultKind::Transient
+        );
     }
 
     #[test]
@@ -137,7 +143,10 @@ mod tests {
     #[test]
     fn unfollowed_redirects_are_permanent() {
         assert_eq!(classify_status(StatusCode::SEE_OTHER), FaultKind::Permanent);
-        assert_eq!(classify_status(StatusCode::MOVED_PERMANENTLY), FaultKind::Permanent);
+        assert_eq!(
+            classify_status(StatusCode::MOVED_PERMANENTLY),
+            FaultKind::Permanent
+        );
     }
 
     #[test]

@@ -249,7 +249,11 @@ impl Sender {
         request: &PreparedRequest,
     ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
         // The semaphore is never closed, so acquiring cannot fail.
-        let _slot = self.slots.acquire().await.expect("semaphore is never closed");
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
         self.in_flight.started();
         let result = self.exchange(request).await;
         self.in_flight.finished();

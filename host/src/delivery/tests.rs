@@ -88,7 +88,9 @@ fn put(server: &MockServer) -> PreparedRequest {
 
 async fn deliver(sender: &Sender, request: &PreparedRequest) -> (Delivery, Vec<Event>) {
     let mut events = Vec::new();
-    let delivery = sender.deliver(request, 0, &mut |event| events.push(event)).await;
+    let delivery = sender
+        .deliver(request, 0, &mut |event| events.push(event))
+        .await;
     (delivery, events)
 }
 
@@ -157,7 +159,11 @@ async fn exhausted_after_max_retries_plus_one_attempts() {
     let attempts: Vec<u32> = events
         .iter()
         .filter_map(|event| match event {
-            Event::Retry { attempt, max_attempts, .. } => {
+            Event::Retry {
+                attempt,
+                max_attempts,
+                ..
+            } => {
                 assert_eq!(*max_attempts, 4);
                 Some(*attempt)
             }
@@ -220,7 +226,13 @@ async fn slow_response_times_out_and_is_retried() {
 
     assert!(matches!(delivery.outcome, Outcome::Delivered { .. }));
     assert_eq!(delivery.attempts, 2);
-    assert!(matches!(&events[0], Event::Retry { fault: Fault::Timeout, .. }));
+    assert!(matches!(
+        &events[0],
+        Event::Retry {
+            fault: Fault::Timeout,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -237,7 +249,11 @@ async fn refused_connection_is_transient() {
     let Outcome::Exhausted(detail) = delivery.outcome else {
         panic!("expected exhaustion, got {:?}", delivery.outcome);
     };
-    assert!(matches!(detail.fault, Fault::Connection(_)), "{:?}", detail.fault);
+    assert!(
+        matches!(detail.fault, Fault::Connection(_)),
+        "{:?}",
+        detail.fault
+    );
     assert_eq!(delivery.attempts, 2);
     assert_eq!(events.len(), 1);
 }

@@ -142,7 +142,9 @@ impl<'a> Dispatcher<'a> {
                 for item in items {
                     self.report.records += 1;
                     match item {
-                        Item::Ready { record, request } => self.submit(Pending { record, request })?,
+                        Item::Ready { record, request } => {
+                            self.submit(Pending { record, request })?
+                        }
                         Item::Unsendable { record, reason } => {
                             let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
                             self.write(&record.raw, entry)?;

@@ -61,9 +61,18 @@ impl Pipeline {
     /// # Errors
     ///
     /// Fails when the HTTP client cannot be built.
-    pub fn new(settings: Settings, plugin: Plugin, counters: Arc<Counters>) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: Settings,
+        plugin: Plugin,
+        counters: Arc<Counters>,
+    ) -> anyhow::Result<Self> {
         let breaker = Arc::new(Breaker::new(settings.breaker));
-        let sender = Sender::new(&settings.http, settings.retry, breaker.clone(), counters.clone())?;
+        let sender = Sender::new(
+            &settings.http,
+            settings.retry,
+            breaker.clone(),
+            counters.clone(),
+        )?;
         Ok(Pipeline {
             settings,
             plugin: Arc::new(plugin),
@@ -110,33 +119,33 @@ impl Pipeline {
         let span = tracing::info_span!("file", file = %input.path.display());
         span.in_scope(|| tracing::info!("ingesting file"));
 
-        let (stem, extension, origins): (String, String, Box<dyn Origins + Sync>) = match &input.kind
-        {
-            InputKind::Source => {
-                let stem = input
-                    .path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "input".to_owned());
-                let extension = input
-                    .path
-                    .extension()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .or_else(|| self.plugin.info().extensions.first().cloned())
-                    .unwrap_or_else(|| "dat".to_owned());
-                let origins = SourceOrigins {
-                    source: input.path.display().to_string(),
-                };
-                (stem, extension, Box::new(origins))
-            }
-            InputKind::DeadLetter { name, entries } => {
-                let origins = SidecarOrigins {
-                    fallback: input.path.display().to_string(),
-                    entries: entries.clone(),
-                };
-                (name.stem.clone(), name.extension.clone(), Box::new(origins))
-            }
-        };
+        let (stem, extension, origins): (String, String, Box<dyn Origins + Sync>) =
+            match &input.kind {
+                InputKind::Source => {
+                    let stem = input
+                        .path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "input".to_owned());
+                    let extension = input
+                        .path
+                        .extension()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .or_else(|| self.plugin.info().extensions.first().cloned())
+                        .unwrap_or_else(|| "dat".to_owned());
+                    let origins = SourceOrigins {
+                        source: input.path.display().to_string(),
+                    };
+                    (stem, extension, Box::new(origins))
+                }
+                InputKind::DeadLetter { name, entries } => {
+                    let origins = SidecarOrigins {
+                        fallback: input.path.display().to_string(),
+                        entries: entries.clone(),
+                    };
+                    (name.stem.clone(), name.extension.clone(), Box::new(origins))
+                }
+            };
         let run_id = format!("{}-{index:04}", self.run_id);
         let separator = self.plugin.info().record_separator.clone();
         let mut sink = DeadLetterSink::new(
@@ -242,7 +251,10 @@ pub fn dead_letter_inputs(paths: &[PathBuf], include_rejected: bool) -> anyhow::
     for path in paths {
         if path.is_dir() {
             let listed = dead_letter::list_dir(path, include_rejected).map_err(|err| {
-                anyhow::anyhow!("cannot list dead-letter directory {}: {err}", path.display())
+                anyhow::anyhow!(
+                    "cannot list dead-letter directory {}: {err}",
+                    path.display()
+                )
             })?;
             files.extend(listed);
         } else if path.is_file() {

@@ -22,6 +22,9 @@ use crate::plugin::{Malformed, Parsed, Plugin, Position, Record};
 use crate::report::Counters;
 
 /// A parsed record and what to do with it.
+// `Ready` is the common case, so boxing it to shrink the enum would only add
+// an allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum Item {
     /// A record with its request, ready to send.
     Ready {
@@ -70,19 +73,24 @@ fn read_and_send(
     context: &ReaderContext,
     tx: &mpsc::Sender<Message>,
 ) -> Result<(), Message> {
-    let stopped = |position: Option<Position>, message: String| Message::Stopped {
-        position,
-        message,
-    };
+    let stopped =
+        |position: Option<Position>, message: String| Message::Stopped { position, message };
     let mut file = File::open(path).map_err(|err| stopped(None, format!("cannot open: {err}")))?;
-    let instance = context.plugin.instantiate().map_err(|err| stopped(None, chain(&err)))?;
-    let mut parser = instance.parser().map_err(|err| stopped(None, chain(&err)))?;
+    let instance = context
+        .plugin
+        .instantiate()
+        .map_err(|err| stopped(None, chain(&err)))?;
+    let mut parser = instance
+        .parser()
+        .map_err(|err| stopped(None, chain(&err)))?;
 
     let mut chunk = vec![0u8; context.chunk_size];
     let mut preamble_sent = false;
     let mut last_position: Option<Position> = None;
     loop {
-        context.runtime.block_on(context.breaker.wait_until_not_open());
+        context
+            .runtime
+            .block_on(context.breaker.wait_until_not_open());
         let read = file
             .read(&mut chunk)
             .map_err(|err| stopped(last_position, format!("read failed: {err}")))?;
@@ -96,7 +104,9 @@ fn read_and_send(
         let parsed = parsed.map_err(|err| stopped(last_position, chain(&err)))?;
 
         if !preamble_sent && (read == 0 || !parsed.is_empty()) {
-            let preamble = parser.preamble().map_err(|err| stopped(last_position, chain(&err)))?;
+            let preamble = parser
+                .preamble()
+                .map_err(|err| stopped(last_position, chain(&err)))?;
             preamble_sent = true;
             if tx.blocking_send(Message::Preamble(preamble)).is_err() {
                 return Ok(());

@@ -88,9 +88,7 @@ impl Plugin {
             .with_context(|| format!("failed to read plugin {}", path.display()))?;
         let component = Component::new(&engine, &bytes)
             .map_err(anyhow::Error::from)
-            .with_context(|| {
-            format!("{} is not a valid WebAssembly component", path.display())
-        })?;
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
         let compiled = started.elapsed();
 
         let mut linker = Linker::new(&engine);
@@ -99,16 +97,19 @@ impl Plugin {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| {
-            format!("plugin {} needs imports the host does not provide", path.display())
-        })?;
+                format!(
+                    "plugin {} needs imports the host does not provide",
+                    path.display()
+                )
+            })?;
         let pre = FormatPluginPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .with_context(|| {
-            format!(
-                "plugin {} does not implement the sluice:plugin/format@0.1.0 interface",
-                path.display()
-            )
-        })?;
+                format!(
+                    "plugin {} does not implement the sluice:plugin/format@0.1.0 interface",
+                    path.display()
+                )
+            })?;
 
         let mut plugin = Plugin {
             engine,
@@ -166,11 +167,14 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let bindings = self.pre.instantiate(&mut store).map_err(|err| PluginError::Trap {
-            plugin: self.info.name.clone(),
-            call: "instantiate",
-            source: anyhow::Error::from(err).into(),
-        })?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|err| PluginError::Trap {
+                plugin: self.info.name.clone(),
+                call: "instantiate",
+                source: anyhow::Error::from(err).into(),
+            })?;
         Ok(Instance {
             store,
             bindings,
@@ -197,7 +201,9 @@ impl Instance {
 
     fn info(&mut self) -> Result<PluginInfo, PluginError> {
         let guest = self.bindings.sluice_plugin_format();
-        guest.call_info(&mut self.store).map_err(|err| self.trap("info", err))
+        guest
+            .call_info(&mut self.store)
+            .map_err(|err| self.trap("info", err))
     }
 
     fn configure(&mut self, config: &[(String, String)]) -> Result<(), PluginError> {
@@ -240,7 +246,9 @@ impl FileParser {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Parsed>, PluginError> {
         let instance = &mut self.instance;
         let guest = instance.bindings.sluice_plugin_format();
-        let result = guest.parser().call_feed(&mut instance.store, self.handle, chunk);
+        let result = guest
+            .parser()
+            .call_feed(&mut instance.store, self.handle, chunk);
         let parsed = result.map_err(|err| instance.trap("feed", err))?;
         parsed.map_err(|message| PluginError::File { message })
     }
@@ -258,7 +266,9 @@ impl FileParser {
     pub fn map(&mut self, records: &[Record]) -> Result<Vec<Result<Request, String>>, PluginError> {
         let instance = &mut self.instance;
         let guest = instance.bindings.sluice_plugin_format();
-        let result = guest.parser().call_map_records(&mut instance.store, self.handle, records);
+        let result = guest
+            .parser()
+            .call_map_records(&mut instance.store, self.handle, records);
         let mapped = result.map_err(|err| instance.trap("map", err))?;
         if mapped.len() != records.len() {
             let message = format!(
@@ -275,7 +285,9 @@ impl FileParser {
     pub fn preamble(&mut self) -> Result<Vec<u8>, PluginError> {
         let instance = &mut self.instance;
         let guest = instance.bindings.sluice_plugin_format();
-        let result = guest.parser().call_preamble(&mut instance.store, self.handle);
+        let result = guest
+            .parser()
+            .call_preamble(&mut instance.store, self.handle);
         result.map_err(|err| instance.trap("preamble", err))
     }
 }
