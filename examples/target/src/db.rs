@@ -3,7 +3,10 @@
 //! `resources` contains one row per PUT path with the latest body and the
 //! number of PUTs that path received since it was created; a DELETE removes
 //! the row, so a later PUT starts counting at 1 again. `posts` contains every
-//! row inserted by POST, in insertion order.
+//! row inserted by POST, in insertion order, with the `Idempotency-Key` it
+//! was sent with, if any. `idempotency_keys` contains one row per key of a
+//! successful POST: a SHA-256 hash of the request, and the status and body
+//! of the response to replay when the request is repeated.
 //!
 //! The server opens the file in WAL mode, so these readers see every
 //! committed write while the server runs and after it stops.
@@ -25,7 +28,14 @@ pub(crate) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS posts (
         id INTEGER PRIMARY KEY,
         collection TEXT NOT NULL,
-        body TEXT NOT NULL
+        body TEXT NOT NULL,
+        idempotency_key TEXT
+    );
+    CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key TEXT PRIMARY KEY NOT NULL,
+        request_hash BLOB NOT NULL,
+        status INTEGER NOT NULL,
+        response_body TEXT NOT NULL
     );
 ";
 
@@ -42,6 +52,8 @@ pub struct PostedRow {
     pub collection: String,
     /// Request body.
     pub body: Value,
+    /// `Idempotency-Key` header of the POST, if it had one.
+    pub idempotency_key: Option<String>,
 }
 
 /// Opens a target database for reading.
@@ -128,7 +140,14 @@ pub fn read_write_counts(db_path: &Path) -> anyhow::Result<BTreeMap<String, u64>
 /// Fails when the database cannot be read or a stored body is not JSON.
 pub fn read_posts(db_path: &Path) -> anyhow::Result<Vec<PostedRow>> {
     let conn = open_read_only(db_path)?;
-    let mut statement = conn.prepare("SELECT id, collection, body FROM posts ORDER BY id")?;
+    // A database that no server has opened since idempotency keys were
+    // added lacks the column; its rows have no key.
+    let query = if has_column(&conn, "posts", "idempotency_key")? {
+        "SELECT id, collection, body, idempotency_key FROM posts ORDER BY id"
+    } else {
+        "SELECT id, collection, body, NULL FROM posts ORDER BY id"
+    };
+    let mut statement = conn.prepare(query)?;
     let mut rows = statement.query([])?;
 
     let mut posts = Vec::new();
@@ -141,9 +160,20 @@ pub fn read_posts(db_path: &Path) -> anyhow::Result<Vec<PostedRow>> {
             id,
             collection: row.get(1)?,
             body,
+            idempotency_key: row.get(3)?,
         });
     }
     Ok(posts)
+}
+
+/// Returns true when `table` has a column named `column`.
+pub(crate) fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        (table, column),
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|count| count > 0)
 }
 
 /// Calls `visit` with each PUT resource in path order.

@@ -1,11 +1,14 @@
 //! Seeded fault schedule.
 //!
-//! Every request except `GET /_stats` gets an arrival number (0, 1, 2, ...)
-//! when its head is read. The fault for arrival `n` is drawn from an RNG
-//! seeded with the plan's seed and `n`, so the schedule depends only on the
-//! seed and the order of arrival: sequential requests see the same faults on
-//! every run. The outage window is the exception because it is measured in
-//! time from the first request.
+//! Every request except those to the statistics endpoint gets an arrival
+//! number (0, 1, 2, ...) when its head is read. The fault for arrival `n` is
+//! drawn from an RNG seeded with the plan's seed and `n`, so the schedule
+//! depends only on the seed and the order of arrival: sequential requests see
+//! the same faults on every run. The outage window is the exception because
+//! it is measured in time from the first request.
+//!
+//! The target and the proxy share this schedule. They differ in what a stall
+//! does, as [`FaultPlan::rate_stall`] describes.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +22,7 @@ use rand::{Rng, SeedableRng};
 /// Default `Retry-After` value sent with an injected 429, in seconds.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 
-/// Default time a stalled request waits before its 503.
+/// Default time a stalled request waits before its response.
 pub const DEFAULT_STALL_FOR: Duration = Duration::from_secs(5);
 
 /// Odd 64-bit constant (the golden ratio) that spreads arrival numbers over
@@ -45,14 +48,20 @@ pub struct FaultPlan {
     pub rate_429: f64,
     /// `Retry-After` value sent with each 429, in seconds.
     pub retry_after_secs: u64,
-    /// Probability of waiting `stall_for` and then responding with 503.
+    /// Probability of stalling a request for `stall_for`. The target then
+    /// responds with 503 without serving the request, while the proxy
+    /// forwards it and sends the upstream's response after the stall.
     pub rate_stall: f64,
-    /// Time a stalled request waits before its 503, meant to exceed the
-    /// client's timeout.
+    /// Time a stalled request waits before its response, meant to exceed
+    /// the client's timeout.
     pub stall_for: Duration,
     /// Probability of closing the connection with a TCP reset and no
     /// response.
     pub rate_reset: f64,
+    /// Probability of serving the request (committing its write) and then
+    /// closing the connection with a TCP reset instead of sending the
+    /// response.
+    pub rate_lost_response: f64,
     /// Window in which every request gets 503.
     pub outage: Option<Outage>,
 }
@@ -68,6 +77,7 @@ impl Default for FaultPlan {
             rate_stall: 0.0,
             stall_for: DEFAULT_STALL_FOR,
             rate_reset: 0.0,
+            rate_lost_response: 0.0,
             outage: None,
         }
     }
@@ -92,10 +102,12 @@ pub enum Fault {
     Unavailable,
     /// 429 Too Many Requests with `Retry-After`.
     TooManyRequests,
-    /// Wait for `stall_for`, then 503.
+    /// Wait for `stall_for` before responding.
     Stall,
     /// TCP reset without a response.
     Reset,
+    /// TCP reset after the request was served, in place of its response.
+    LostResponse,
     /// 503 inside the outage window.
     Outage,
 }
@@ -109,6 +121,7 @@ impl Fault {
             Fault::TooManyRequests => "429",
             Fault::Stall => "stall",
             Fault::Reset => "reset",
+            Fault::LostResponse => "lost-response",
             Fault::Outage => "outage",
         }
     }
@@ -155,6 +168,7 @@ impl FaultPlan {
             (Fault::TooManyRequests, self.rate_429),
             (Fault::Stall, self.rate_stall),
             (Fault::Reset, self.rate_reset),
+            (Fault::LostResponse, self.rate_lost_response),
         ];
         let mut upper = 0.0;
         for (kind, rate) in kinds {
@@ -171,13 +185,16 @@ impl FaultPlan {
         self.rate_sum() <= 0.0 && self.outage.is_none()
     }
 
-    fn rates(&self) -> [(&'static str, f64); 5] {
+    // New kinds go at the end of this list and of the one in `fault_for`, so
+    // that plans without them keep their schedules.
+    fn rates(&self) -> [(&'static str, f64); 6] {
         [
             ("rate_500", self.rate_500),
             ("rate_503", self.rate_503),
             ("rate_429", self.rate_429),
             ("rate_stall", self.rate_stall),
             ("rate_reset", self.rate_reset),
+            ("rate_lost_response", self.rate_lost_response),
         ]
     }
 
@@ -340,6 +357,48 @@ mod tests {
         assert!(err.contains("add up to"), "{err}");
 
         assert!(plan_with(0.1, 0.2, 0.7).validate().is_ok());
+    }
+
+    #[test]
+    fn lost_responses_keep_other_faults_in_place() {
+        let plan = plan_with(0.1, 0.2, 0.3);
+        let lossy = FaultPlan {
+            rate_lost_response: 0.2,
+            ..plan.clone()
+        };
+        let draws = 20_000;
+        let mut lost = 0;
+        for arrival in 0..draws {
+            match (plan.fault_for(arrival), lossy.fault_for(arrival)) {
+                (Some(kind), other) => assert_eq!(other, Some(kind), "arrival {arrival}"),
+                (None, Some(Fault::LostResponse)) => lost += 1,
+                (None, None) => {}
+                (None, other) => panic!("arrival {arrival} got {other:?}"),
+            }
+        }
+        let share = f64::from(lost) / draws as f64;
+        assert!(
+            (share - 0.2).abs() < 0.02,
+            "share of lost responses {share}"
+        );
+    }
+
+    #[test]
+    fn validate_counts_lost_responses() {
+        let too_high = FaultPlan {
+            rate_lost_response: 1.5,
+            ..FaultPlan::default()
+        };
+        let err = too_high.validate().unwrap_err().to_string();
+        assert!(err.contains("rate_lost_response = 1.5"), "{err}");
+
+        let too_much = FaultPlan {
+            rate_lost_response: 0.5,
+            ..plan_with(0.0, 0.0, 0.6)
+        };
+        let err = too_much.validate().unwrap_err().to_string();
+        assert!(err.contains("add up to"), "{err}");
+        assert!(!too_much.is_empty());
     }
 
     #[test]

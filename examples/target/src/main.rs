@@ -1,5 +1,6 @@
-//! `sluice-target`: serve the example API, or compare its database with a
-//! CSV file.
+//! `sluice-target`: serve the example API, run a fault-injecting proxy in
+//! front of any HTTP API, or compare the example API's database with a CSV
+//! file.
 //!
 //! Exit codes: 0 on success (for `compare`, an exact match), 1 when
 //! `compare` finds differences, 2 on errors.
@@ -13,7 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use sluice_target::{
-    compare_csv, CompareOptions, FaultPlan, Outage, TargetConfig, DEFAULT_RETRY_AFTER_SECS,
+    compare_csv, CompareOptions, FaultPlan, Outage, ProxyConfig, TargetConfig,
+    DEFAULT_RETRY_AFTER_SECS,
 };
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -32,6 +34,9 @@ struct Cli {
 enum Command {
     /// Serve the API until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Forward requests to another HTTP API, injecting faults, until SIGINT
+    /// or SIGTERM.
+    Proxy(ProxyArgs),
     /// Compare the stored resources with the rows of a CSV file.
     Compare(CompareArgs),
 }
@@ -44,6 +49,25 @@ struct ServeArgs {
     /// SQLite database file, created when missing.
     #[arg(long)]
     db: PathBuf,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8081")]
+    addr: SocketAddr,
+    /// Base URL of the API to forward to, such as http://127.0.0.1:8090.
+    #[arg(long, value_name = "URL")]
+    upstream: String,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+/// Fault options shared by `serve` and `proxy`.
+#[derive(Args)]
+struct FaultArgs {
     /// Seed of the fault schedule.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -59,16 +83,23 @@ struct ServeArgs {
     /// Retry-After value sent with each 429, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_RETRY_AFTER_SECS)]
     retry_after: u64,
-    /// Probability (0 to 1) of stalling a request, then responding with 503.
+    /// Probability (0 to 1) of stalling a request. `serve` then responds
+    /// with 503 without serving it, while `proxy` forwards it and sends the
+    /// upstream's response after the stall.
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     rate_stall: f64,
-    /// Time a stalled request waits before its 503, such as 5s or 1500ms.
+    /// Time a stalled request waits before its response, such as 5s or
+    /// 1500ms.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     stall_for: Duration,
     /// Probability (0 to 1) of resetting the TCP connection without a
     /// response.
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     rate_reset: f64,
+    /// Probability (0 to 1) of serving a request, committing its write, and
+    /// then resetting the TCP connection instead of responding.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    rate_lost_response: f64,
     /// Start of the outage window, measured from the first request.
     #[arg(long, value_name = "DURATION", requires = "outage_for", value_parser = humantime::parse_duration)]
     outage_after: Option<Duration>,
@@ -100,6 +131,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Proxy(args) => proxy(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare(&args),
     };
     result.unwrap_or_else(|err| {
@@ -109,33 +141,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
-    let outage = match (args.outage_after, args.outage_for) {
-        (Some(after), Some(duration)) => Some(Outage { after, duration }),
-        _ => None,
-    };
-    let faults = FaultPlan {
-        seed: args.seed,
-        rate_500: args.rate_500,
-        rate_503: args.rate_503,
-        rate_429: args.rate_429,
-        retry_after_secs: args.retry_after,
-        rate_stall: args.rate_stall,
-        stall_for: args.stall_for,
-        rate_reset: args.rate_reset,
-        outage,
-    };
+    init_logging();
     let config = TargetConfig {
         addr: args.addr,
         db_path: args.db,
-        faults,
+        faults: args.faults.plan(),
     };
 
     let runtime = tokio::runtime::Runtime::new().context("failed to start the Tokio runtime")?;
@@ -158,6 +168,66 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = ProxyConfig {
+        addr: args.addr,
+        upstream: args.upstream,
+        faults: args.faults.plan(),
+    };
+
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the Tokio runtime")?;
+    runtime.block_on(async {
+        info!(upstream = config.upstream, faults = %config.faults, "starting");
+        let proxy = sluice_target::start_proxy(config).await?;
+
+        // Tests and scripts wait for this exact line on stdout.
+        println!("listening on {}", proxy.url());
+
+        let signal = wait_for_signal().await?;
+        info!(signal, "stopping");
+        let stats = proxy.shutdown().await;
+        info!(
+            requests = stats.requests,
+            forwarded = stats.forwarded,
+            faults = %stats.faults,
+            "stopped"
+        );
+        Ok(())
+    })
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+impl FaultArgs {
+    fn plan(&self) -> FaultPlan {
+        let outage = match (self.outage_after, self.outage_for) {
+            (Some(after), Some(duration)) => Some(Outage { after, duration }),
+            _ => None,
+        };
+        FaultPlan {
+            seed: self.seed,
+            rate_500: self.rate_500,
+            rate_503: self.rate_503,
+            rate_429: self.rate_429,
+            retry_after_secs: self.retry_after,
+            rate_stall: self.rate_stall,
+            stall_for: self.stall_for,
+            rate_reset: self.rate_reset,
+            rate_lost_response: self.rate_lost_response,
+            outage,
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -12,9 +12,10 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, error};
 
 use crate::faults::{Fault, Schedule};
+use crate::idempotency::{self, IdempotencyKey, InProgress, IDEMPOTENT_REPLAYED};
 use crate::server;
 use crate::stats::Counters;
-use crate::store::{Operation, Outcome, Store};
+use crate::store::{self, Operation, Outcome, Store};
 
 /// Path of the statistics endpoint, which faults never apply to.
 pub const STATS_PATH: &str = "/_stats";
@@ -32,6 +33,8 @@ pub(crate) struct State {
     pub(crate) schedule: Schedule,
     pub(crate) store: Store,
     pub(crate) counters: Arc<Counters>,
+    /// Idempotency keys of the POSTs being served.
+    pub(crate) in_progress: InProgress,
     /// Becomes true when the server shuts down; cuts stalls short.
     pub(crate) stop: watch::Receiver<bool>,
 }
@@ -44,37 +47,104 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     if request.uri().path() == STATS_PATH {
-        return Ok(serve_stats(&state, request.method()));
+        return Ok(serve_stats(&state.counters, request.method()));
     }
-    state.counters.count_request();
     let (arrival, fault) = state.schedule.arrive();
+    let served = matches!(fault, None | Some(Fault::LostResponse));
 
-    // Read the whole body even for a faulted request, so that the connection
-    // stays usable for the next request on it.
+    // Claim the idempotency key before reading the body, so that a second
+    // request with the same key gets 409 while the first is still uploading.
+    // The request is counted after the claim, so a caller that sees the
+    // count can rely on the claim.
+    let key = if served && request.method() == Method::POST {
+        idempotency::key_from_headers(request.headers())
+    } else {
+        Ok(None)
+    };
+    let claim = match &key {
+        Ok(Some(key)) => Some(state.in_progress.claim(key)),
+        _ => None,
+    };
+    state.counters.count_request();
+
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => {
-            let message = format!("request body exceeds {MAX_BODY_BYTES} bytes; send less data");
-            return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE, message));
-        }
-        Err(err) => {
-            debug!(error = %err, "failed to read request body");
-            let message = format!("failed to read request body: {err}");
-            return Ok(error_response(StatusCode::BAD_REQUEST, message));
-        }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(response) => return Ok(response),
     };
     let path = parts.uri.path();
 
-    if let Some(fault) = fault {
+    if let Some(fault) = fault.filter(|&fault| fault != Fault::LostResponse) {
         debug!(arrival, fault = fault.name(), method = %parts.method, path, "injecting fault");
         state.counters.count_fault(fault);
         return Ok(inject(&state, &reset, fault).await);
     }
-    Ok(serve_resource(&state.store, &parts.method, path, body).await)
+
+    let response = match (key, claim) {
+        (Err(message), _) => error_response(StatusCode::BAD_REQUEST, message),
+        (Ok(Some(_)), Some(None)) => error_response(
+            StatusCode::CONFLICT,
+            "request with this idempotency key is in progress".into(),
+        ),
+        (Ok(key), claim) => {
+            let response = serve_resource(&state.store, &parts.method, path, body, key).await;
+            drop(claim);
+            response
+        }
+    };
+
+    if let Some(fault @ Fault::LostResponse) = fault {
+        debug!(arrival, fault = fault.name(), method = %parts.method, path, "injecting fault");
+        state.counters.count_fault(fault);
+        return Ok(reset_connection(&reset).await);
+    }
+    Ok(response)
+}
+
+/// Reads a whole request body, or returns the error response for a body
+/// that is too large or cannot be read.
+///
+/// Faulted requests are read too, so that the connection stays usable for
+/// the next request on it.
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => {
+            let message = format!("request body exceeds {MAX_BODY_BYTES} bytes; send less data");
+            Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, message))
+        }
+        Err(err) => {
+            debug!(error = %err, "failed to read request body");
+            let message = format!("failed to read request body: {err}");
+            Err(error_response(StatusCode::BAD_REQUEST, message))
+        }
+    }
 }
 
 async fn inject(state: &State, reset: &Notify, fault: Fault) -> Response<Body> {
+    let plan = state.schedule.plan();
+    match fault {
+        Fault::Stall => {
+            stall(plan.stall_for, state.stop.clone()).await;
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "injected fault: request stalled".into(),
+            )
+        }
+        Fault::Reset | Fault::LostResponse => reset_connection(reset).await,
+        Fault::InternalError | Fault::Unavailable | Fault::TooManyRequests | Fault::Outage => {
+            status_fault_response(fault, plan.retry_after_secs)
+        }
+    }
+}
+
+/// Returns the response of a fault that is only a status: 500, 503, 429 with
+/// `Retry-After: retry_after_secs`, or the outage's 503.
+///
+/// # Panics
+///
+/// Panics for a fault that is not a status: stall, reset or lost response.
+pub(crate) fn status_fault_response(fault: Fault, retry_after_secs: u64) -> Response<Body> {
     match fault {
         Fault::InternalError => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,37 +155,46 @@ async fn inject(state: &State, reset: &Notify, fault: Fault) -> Response<Body> {
             "injected fault: service unavailable".into(),
         ),
         Fault::TooManyRequests => {
-            let secs = state.schedule.plan().retry_after_secs;
-            let message = format!("injected fault: too many requests; retry after {secs} s");
+            let message =
+                format!("injected fault: too many requests; retry after {retry_after_secs} s");
             let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, message);
             response
                 .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(secs));
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
-        }
-        Fault::Stall => {
-            let mut stop = state.stop.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(state.schedule.plan().stall_for) => {}
-                () = server::stopped(&mut stop) => {}
-            }
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "injected fault: request stalled".into(),
-            )
-        }
-        Fault::Reset => {
-            reset.notify_one();
-            std::future::pending().await
         }
         Fault::Outage => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "injected fault: outage in progress".into(),
         ),
+        Fault::Stall | Fault::Reset | Fault::LostResponse => {
+            panic!("fault {} has no status response", fault.name())
+        }
     }
 }
 
-async fn serve_resource(store: &Store, method: &Method, path: &str, body: Bytes) -> Response<Body> {
+/// Waits for `duration`, or until the server shuts down.
+pub(crate) async fn stall(duration: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        () = server::stopped(&mut stop) => {}
+    }
+}
+
+/// Signals the connection task to reset the connection and never completes,
+/// so no response is sent.
+pub(crate) async fn reset_connection<T>(reset: &Notify) -> T {
+    reset.notify_one();
+    std::future::pending().await
+}
+
+async fn serve_resource(
+    store: &Store,
+    method: &Method,
+    path: &str,
+    body: Bytes,
+    idempotency_key: Option<String>,
+) -> Response<Body> {
     let operation = match *method {
         Method::PUT => match json_text(&body) {
             Ok(body) => Operation::Put {
@@ -125,9 +204,10 @@ async fn serve_resource(store: &Store, method: &Method, path: &str, body: Bytes)
             Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
         },
         Method::POST => match json_text(&body) {
-            Ok(body) => Operation::Post {
+            Ok(text) => Operation::Post {
                 collection: path.to_owned(),
-                body,
+                body: text,
+                idempotency: idempotency_key.map(|key| IdempotencyKey::new(key, path, &body)),
             },
             Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
         },
@@ -152,9 +232,11 @@ async fn serve_resource(store: &Store, method: &Method, path: &str, body: Bytes)
     match outcome {
         Outcome::Put { created: true } => empty_response(StatusCode::CREATED),
         Outcome::Put { created: false } => empty_response(StatusCode::OK),
-        Outcome::Posted { id } => json_response(
-            StatusCode::CREATED,
-            serde_json::json!({ "id": id }).to_string(),
+        Outcome::Posted { id } => json_response(StatusCode::CREATED, store::posted_body(id)),
+        Outcome::Replayed { status, body } => replayed_response(status, body),
+        Outcome::KeyReused => error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency key reused with a different payload".into(),
         ),
         Outcome::Found(Some(body)) => json_response(StatusCode::OK, body),
         Outcome::Deleted(true) => empty_response(StatusCode::NO_CONTENT),
@@ -164,11 +246,25 @@ async fn serve_resource(store: &Store, method: &Method, path: &str, body: Bytes)
     }
 }
 
-fn serve_stats(state: &State, method: &Method) -> Response<Body> {
+fn replayed_response(status: u16, body: String) -> Response<Body> {
+    let Ok(status) = StatusCode::from_u16(status) else {
+        error!(status, "stored idempotent response has an invalid status");
+        let message = format!("stored response has invalid status {status}");
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, message);
+    };
+    let mut response = json_response(status, body);
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// Returns the counters as JSON for `GET`, and 405 for other methods.
+pub(crate) fn serve_stats(counters: &Counters, method: &Method) -> Response<Body> {
     if method != Method::GET {
         return method_not_allowed(method, "GET");
     }
-    let stats = state.counters.snapshot();
+    let stats = counters.snapshot();
     let body = serde_json::to_string(&stats).expect("stats serialize to JSON");
     json_response(StatusCode::OK, body)
 }
@@ -196,11 +292,11 @@ fn method_not_allowed(method: &Method, allowed: &'static str) -> Response<Body> 
     response
 }
 
-fn error_response(status: StatusCode, message: String) -> Response<Body> {
+pub(crate) fn error_response(status: StatusCode, message: String) -> Response<Body> {
     json_response(status, serde_json::json!({ "error": message }).to_string())
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response

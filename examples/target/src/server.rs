@@ -1,13 +1,18 @@
-//! Listener, connection tasks and shutdown.
+//! Listener, connection tasks and shutdown, shared by the target and the
+//! proxy.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -15,6 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
 use crate::faults::{FaultPlan, Schedule};
+use crate::idempotency::InProgress;
 use crate::routes::{self, State};
 use crate::stats::{Counters, Stats};
 use crate::store::Store;
@@ -119,6 +125,7 @@ pub async fn start(config: TargetConfig) -> anyhow::Result<RunningTarget> {
         schedule: Schedule::new(config.faults),
         store,
         counters: counters.clone(),
+        in_progress: InProgress::default(),
         stop: stop_rx.clone(),
     });
     let task = tokio::spawn(serve(listener, state, stop_rx));
@@ -131,14 +138,41 @@ pub async fn start(config: TargetConfig) -> anyhow::Result<RunningTarget> {
     })
 }
 
-async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+async fn serve(listener: TcpListener, state: Arc<State>, stop: watch::Receiver<bool>) {
+    let handler = {
+        let state = state.clone();
+        move |reset, request| routes::handle(state.clone(), reset, request)
+    };
+    accept_connections(listener, stop, handler).await;
+    state.store.close().await;
+}
+
+/// Serves each accepted connection with `handler` until `stop` turns true,
+/// then waits up to [`SHUTDOWN_GRACE`] for open connections and aborts the
+/// rest.
+///
+/// Notifying the [`Notify`] that `handler` gets with each request resets the
+/// connection with a TCP reset, and the handler's future should then never
+/// complete.
+pub(crate) async fn accept_connections<H, F, B>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Arc<Notify>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             () = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, state.clone()));
+                    let task = serve_connection(stream, peer, stop.clone(), handler.clone());
+                    connections.spawn(task);
                 }
                 Err(err) => {
                     warn!(error = %err, "failed to accept a connection");
@@ -162,7 +196,6 @@ async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiv
         );
         connections.shutdown().await;
     }
-    state.store.close().await;
 }
 
 /// Completes when the server shuts down or its `RunningTarget` is dropped.
@@ -177,16 +210,26 @@ enum Ending {
     Reset,
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
+async fn serve_connection<H, F, B>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Arc<Notify>, Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if let Err(err) = stream.set_nodelay(true) {
         debug!(error = %err, %peer, "failed to set TCP_NODELAY");
     }
-    let mut stop = state.stop.clone();
     let reset = Arc::new(Notify::new());
 
     let service = {
         let reset = reset.clone();
-        service_fn(move |request| routes::handle(state.clone(), reset.clone(), request))
+        service_fn(move |request| handler(reset.clone(), request))
     };
     // The connection borrows the stream, so that a reset can still reach the
     // socket after hyper lets go of it.

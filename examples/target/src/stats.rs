@@ -7,13 +7,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::faults::Fault;
 
-/// Snapshot of the server's counters, also served as JSON by `GET /_stats`.
+/// Snapshot of the counters of a target or a proxy, also served as JSON by
+/// their statistics endpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
-    /// Requests received, excluding those to `/_stats`.
+    /// Requests received, excluding those to the statistics endpoint.
     pub requests: u64,
-    /// Committed writes: PUTs, POSTs and DELETEs that removed a resource.
+    /// Committed writes of a target: PUTs, POSTs that inserted a row and
+    /// DELETEs that removed a resource. Always 0 for a proxy.
     pub writes: u64,
+    /// Requests that a proxy sent to its upstream, including stalled ones
+    /// and those whose response it then lost. Always 0 for a target.
+    #[serde(default)]
+    pub forwarded: u64,
     /// Injected faults by kind.
     pub faults: FaultCounts,
 }
@@ -27,10 +33,13 @@ pub struct FaultCounts {
     pub status_503: u64,
     /// Injected 429 responses.
     pub status_429: u64,
-    /// Stalled requests, which get 503 after the stall.
+    /// Stalled requests.
     pub stall: u64,
-    /// Connections closed with a TCP reset.
+    /// Connections closed with a TCP reset before the request was served.
     pub reset: u64,
+    /// Connections closed with a TCP reset after the request was served.
+    #[serde(default)]
+    pub lost_response: u64,
     /// Requests that got 503 inside the outage window.
     pub outage: u64,
 }
@@ -38,7 +47,13 @@ pub struct FaultCounts {
 impl FaultCounts {
     /// Returns the number of injected faults of all kinds.
     pub fn total(&self) -> u64 {
-        self.status_500 + self.status_503 + self.status_429 + self.stall + self.reset + self.outage
+        self.status_500
+            + self.status_503
+            + self.status_429
+            + self.stall
+            + self.reset
+            + self.lost_response
+            + self.outage
     }
 
     /// Returns the count for one kind of fault.
@@ -49,6 +64,7 @@ impl FaultCounts {
             Fault::TooManyRequests => self.status_429,
             Fault::Stall => self.stall,
             Fault::Reset => self.reset,
+            Fault::LostResponse => self.lost_response,
             Fault::Outage => self.outage,
         }
     }
@@ -58,8 +74,14 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "500: {}, 503: {}, 429: {}, stall: {}, reset: {}, outage: {}",
-            self.status_500, self.status_503, self.status_429, self.stall, self.reset, self.outage
+            "500: {}, 503: {}, 429: {}, stall: {}, reset: {}, lost response: {}, outage: {}",
+            self.status_500,
+            self.status_503,
+            self.status_429,
+            self.stall,
+            self.reset,
+            self.lost_response,
+            self.outage
         )
     }
 }
@@ -69,11 +91,13 @@ impl fmt::Display for FaultCounts {
 pub(crate) struct Counters {
     requests: AtomicU64,
     writes: AtomicU64,
+    forwarded: AtomicU64,
     status_500: AtomicU64,
     status_503: AtomicU64,
     status_429: AtomicU64,
     stall: AtomicU64,
     reset: AtomicU64,
+    lost_response: AtomicU64,
     outage: AtomicU64,
 }
 
@@ -86,6 +110,10 @@ impl Counters {
         self.writes.fetch_add(writes, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_forward(&self) {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_fault(&self, fault: Fault) {
         let counter = match fault {
             Fault::InternalError => &self.status_500,
@@ -93,6 +121,7 @@ impl Counters {
             Fault::TooManyRequests => &self.status_429,
             Fault::Stall => &self.stall,
             Fault::Reset => &self.reset,
+            Fault::LostResponse => &self.lost_response,
             Fault::Outage => &self.outage,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -103,12 +132,14 @@ impl Counters {
         Stats {
             requests: load(&self.requests),
             writes: load(&self.writes),
+            forwarded: load(&self.forwarded),
             faults: FaultCounts {
                 status_500: load(&self.status_500),
                 status_503: load(&self.status_503),
                 status_429: load(&self.status_429),
                 stall: load(&self.stall),
                 reset: load(&self.reset),
+                lost_response: load(&self.lost_response),
                 outage: load(&self.outage),
             },
         }

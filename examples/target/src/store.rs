@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use crate::db;
+use crate::idempotency::IdempotencyKey;
 use crate::stats::Counters;
 
 /// Maximum number of commands run in one transaction.
@@ -30,19 +31,51 @@ const QUEUE_CAPACITY: usize = 4096;
 /// Operation on the database.
 #[derive(Debug)]
 pub(crate) enum Operation {
-    Put { path: String, body: String },
-    Post { collection: String, body: String },
-    Get { path: String },
-    Delete { path: String },
+    Put {
+        path: String,
+        body: String,
+    },
+    Post {
+        collection: String,
+        body: String,
+        idempotency: Option<IdempotencyKey>,
+    },
+    Get {
+        path: String,
+    },
+    Delete {
+        path: String,
+    },
 }
 
 /// Result of a committed operation.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    Put { created: bool },
-    Posted { id: i64 },
+    Put {
+        created: bool,
+    },
+    Posted {
+        id: i64,
+    },
+    /// The POST's idempotency key was already used by the same request,
+    /// whose response was stored.
+    Replayed {
+        status: u16,
+        body: String,
+    },
+    /// The POST's idempotency key was already used by a request with another
+    /// path or body.
+    KeyReused,
     Found(Option<String>),
     Deleted(bool),
+}
+
+/// Status of the response to a successful POST.
+pub(crate) const POSTED_STATUS: u16 = 201;
+
+/// Returns the body of the response to a POST that inserted row `id`.
+pub(crate) fn posted_body(id: i64) -> String {
+    serde_json::json!({ "id": id }).to_string()
 }
 
 impl Outcome {
@@ -50,7 +83,7 @@ impl Outcome {
         match self {
             Outcome::Put { .. } | Outcome::Posted { .. } => true,
             Outcome::Deleted(removed) => *removed,
-            Outcome::Found(_) => false,
+            Outcome::Replayed { .. } | Outcome::KeyReused | Outcome::Found(_) => false,
         }
     }
 }
@@ -147,6 +180,11 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(db::SCHEMA)
         .with_context(|| format!("failed to create tables in {}", path.display()))?;
+    // Tables created before idempotency keys existed lack the column.
+    if !db::has_column(&conn, "posts", "idempotency_key")? {
+        conn.execute_batch("ALTER TABLE posts ADD COLUMN idempotency_key TEXT")
+            .with_context(|| format!("failed to add idempotency keys to {}", path.display()))?;
+    }
     Ok(conn)
 }
 
@@ -235,14 +273,11 @@ fn apply(conn: &Connection, operation: &Operation) -> rusqlite::Result<Outcome> 
                 created: writes == 1,
             })
         }
-        Operation::Post { collection, body } => {
-            let id: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO posts (collection, body) VALUES (?1, ?2) RETURNING id",
-                )?
-                .query_row((collection, body), |row| row.get(0))?;
-            Ok(Outcome::Posted { id })
-        }
+        Operation::Post {
+            collection,
+            body,
+            idempotency,
+        } => post(conn, collection, body, idempotency.as_ref()),
         Operation::Get { path } => {
             let mut statement =
                 conn.prepare_cached("SELECT body FROM resources WHERE path = ?1")?;
@@ -260,4 +295,67 @@ fn apply(conn: &Connection, operation: &Operation) -> rusqlite::Result<Outcome> 
             Ok(Outcome::Deleted(removed > 0))
         }
     }
+}
+
+/// Inserts a posted row. With an idempotency key, first looks the key up and
+/// returns the stored response instead when the key was used before, and
+/// otherwise stores the key with the response in the same transaction as
+/// the row.
+fn post(
+    conn: &Connection,
+    collection: &str,
+    body: &str,
+    idempotency: Option<&IdempotencyKey>,
+) -> rusqlite::Result<Outcome> {
+    if let Some(idempotency) = idempotency {
+        if let Some(outcome) = stored_outcome(conn, idempotency)? {
+            return Ok(outcome);
+        }
+    }
+
+    let key = idempotency.map(|idempotency| idempotency.key.as_str());
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO posts (collection, body, idempotency_key) VALUES (?1, ?2, ?3)
+             RETURNING id",
+        )?
+        .query_row((collection, body, key), |row| row.get(0))?;
+
+    if let Some(idempotency) = idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (key, request_hash, status, response_body)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute((
+            &idempotency.key,
+            &idempotency.request_hash[..],
+            POSTED_STATUS,
+            posted_body(id),
+        ))?;
+    }
+    Ok(Outcome::Posted { id })
+}
+
+/// Returns the outcome for an idempotency key that was used before, or
+/// `None` for a new key.
+fn stored_outcome(
+    conn: &Connection,
+    idempotency: &IdempotencyKey,
+) -> rusqlite::Result<Option<Outcome>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT request_hash, status, response_body FROM idempotency_keys WHERE key = ?1",
+    )?;
+    let mut rows = statement.query([&idempotency.key])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+
+    let request_hash: Vec<u8> = row.get(0)?;
+    if request_hash != idempotency.request_hash {
+        return Ok(Some(Outcome::KeyReused));
+    }
+    Ok(Some(Outcome::Replayed {
+        status: row.get(1)?,
+        body: row.get(2)?,
+    }))
 }

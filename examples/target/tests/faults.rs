@@ -207,6 +207,44 @@ async fn reset_surfaces_as_connection_error() {
 }
 
 #[tokio::test]
+async fn lost_response_commits_then_resets() {
+    let plan = FaultPlan {
+        rate_lost_response: 1.0,
+        ..FaultPlan::default()
+    };
+    let target = TestTarget::start(plan).await;
+
+    let put = target.put("/items/1", r#"{"a": 1}"#).await.unwrap_err();
+    assert!(is_connection_reset(&put), "expected a reset, got {put:?}");
+    let post = target.post("/events", r#"{"n": 1}"#).await.unwrap_err();
+    assert!(is_connection_reset(&post), "expected a reset, got {post:?}");
+
+    // Both writes were committed although the client saw only errors.
+    let resources = read_resources(&target.db()).unwrap();
+    assert_eq!(
+        resources.get("/items/1"),
+        Some(&serde_json::json!({"a": 1}))
+    );
+    let posts = read_posts(&target.db()).unwrap();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].body, serde_json::json!({"n": 1}));
+
+    // A naive retry of the POST inserts the row a second time.
+    let retry = target.post("/events", r#"{"n": 1}"#).await.unwrap_err();
+    assert!(
+        is_connection_reset(&retry),
+        "expected a reset, got {retry:?}"
+    );
+    assert_eq!(read_posts(&target.db()).unwrap().len(), 2);
+
+    let stats = target.stats();
+    assert_eq!(stats.requests, 3);
+    assert_eq!(stats.writes, 3);
+    assert_eq!(stats.faults.lost_response, 3);
+    assert_eq!(stats.faults.total(), 3);
+}
+
+#[tokio::test]
 async fn stats_endpoint_is_never_faulted() {
     let plan = FaultPlan {
         rate_reset: 0.5,

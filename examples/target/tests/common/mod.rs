@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: a target server in a temporary
-//! directory and a plain HTTP client.
+//! directory, a plain HTTP client and an upstream that echoes requests.
 
 #![allow(dead_code)]
+
+pub mod echo;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +59,20 @@ impl TestTarget {
             .await
     }
 
+    pub async fn post_with_key(
+        &self,
+        path: &str,
+        key: &str,
+        body: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .post(self.url(path))
+            .header("Idempotency-Key", key)
+            .body(body.to_owned())
+            .send()
+            .await
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
         self.client.get(self.url(path)).send().await
     }
@@ -89,4 +105,23 @@ pub fn is_connection_reset(err: &reqwest::Error) -> bool {
         source = current.source();
     }
     false
+}
+
+/// Returns the JSON body of a response.
+pub async fn json_body(response: reqwest::Response) -> serde_json::Value {
+    let text = response.text().await.expect("read response body");
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("body {text:?} is not JSON: {err}"))
+}
+
+/// Polls `condition` every 10 ms until it holds, and panics with `what`
+/// after 5 s.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
