@@ -55,6 +55,13 @@ impl Guest for Component {
         CONFIG.with(|slot| *slot.borrow_mut() = Some(Arc::new(config)));
         Ok(())
     }
+
+    fn classify(response: types::Response) -> Option<types::Verdict> {
+        let config = CONFIG.with(|slot| slot.borrow().clone())?;
+        let reason =
+            crate::classify::classify(&config.delivered_when, response.status, &response.body)?;
+        Some(types::Verdict::Delivered(reason))
+    }
 }
 
 /// The exported `parser` resource. `inner` is `None` when the host created
@@ -93,17 +100,24 @@ impl GuestParser for ParserResource {
         let mut parser = parser.borrow_mut();
         records
             .iter()
+            .map(|record| Ok(request_to_wit(parser.map_record(&record.raw)?)))
+            .collect()
+    }
+
+    fn read_back(&self, records: Vec<types::Record>) -> Vec<Option<types::ReadBack>> {
+        let Some(parser) = &self.inner else {
+            return records.iter().map(|_| None).collect();
+        };
+        let mut parser = parser.borrow_mut();
+        // The interface has no error case here: a record that cannot be
+        // mapped cannot be read back either, and `map-records` reports why.
+        records
+            .iter()
             .map(|record| {
-                let request = parser.map_record(&record.raw)?;
-                Ok(types::Request {
-                    method: request.method,
-                    path: request.path,
-                    headers: request
-                        .headers
-                        .into_iter()
-                        .map(|(name, value)| types::Header { name, value })
-                        .collect(),
-                    body: request.body,
+                let read_back = parser.read_back(&record.raw).ok()??;
+                Some(types::ReadBack {
+                    request: request_to_wit(read_back.request),
+                    expected: read_back.expected,
                 })
             })
             .collect()
@@ -114,6 +128,19 @@ impl GuestParser for ParserResource {
             Some(parser) => parser.borrow().preamble(),
             None => Vec::new(),
         }
+    }
+}
+
+fn request_to_wit(request: crate::Request) -> types::Request {
+    types::Request {
+        method: request.method,
+        path: request.path,
+        headers: request
+            .headers
+            .into_iter()
+            .map(|(name, value)| types::Header { name, value })
+            .collect(),
+        body: request.body,
     }
 }
 

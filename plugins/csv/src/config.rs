@@ -1,6 +1,7 @@
 //! The plugin configuration: the key/value pairs that the host passes to
 //! `configure`, validated once into a [`Config`].
 
+use crate::classify::{parse_rules, DeliveredRule};
 use crate::template::PathTemplate;
 
 /// Default HTTP method of each request.
@@ -20,6 +21,17 @@ pub const MIN_MAX_RECORD_BYTES: usize = 1024;
 /// bytes plus one chunk inside a 32-bit guest, so values near 4 GiB could
 /// never be honoured.
 pub const MAX_MAX_RECORD_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Default number of hex digits in a derived record id. PocketBase's default
+/// `id` field accepts exactly 15 characters.
+pub const DEFAULT_ID_LENGTH: usize = 15;
+
+/// Smallest accepted `id_length`. By the birthday bound, 8 hex digits (32
+/// bits) already give a 50 % chance of a collision at about 77,000 keys.
+pub const MIN_ID_LENGTH: usize = 8;
+
+/// Largest accepted `id_length`: the length of a whole SHA-256 digest in hex.
+pub const MAX_ID_LENGTH: usize = 64;
 
 /// A configuration key that the plugin accepts, as reported by `info`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +78,32 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
                       as malformed; default 1048576",
         required: false,
     },
+    ConfigKey {
+        name: "id_field",
+        description: "body field that receives an id derived from the row's key (hex \
+                      SHA-256, truncated to id_length), also a template placeholder such \
+                      as {id}; default none",
+        required: false,
+    },
+    ConfigKey {
+        name: "id_length",
+        description: "number of hex digits in each id_field value, from 8 to 64; default 15",
+        required: false,
+    },
+    ConfigKey {
+        name: "delivered_when",
+        description: "comma-separated STATUS:TEXT rules such as 400:validation_not_unique; \
+                      a response with that status whose body contains TEXT counts as \
+                      delivered; default none",
+        required: false,
+    },
+    ConfigKey {
+        name: "read_path",
+        description: "path template that reads a row back for sluice verify, such as \
+                      /items/{id}; default: the row's own path when method is PUT, none \
+                      otherwise",
+        required: false,
+    },
 ];
 
 /// A rejected configuration.
@@ -110,6 +148,15 @@ pub struct Config {
     /// A field value that becomes JSON null in the request body.
     pub null: Option<String>,
     pub max_record_bytes: usize,
+    /// Name of the body field that receives the id derived from the key.
+    /// The header must not have a column of that name.
+    pub id_field: Option<String>,
+    /// Number of hex digits in a derived id.
+    pub id_length: usize,
+    /// Rules under which a non-2xx response means the record is delivered.
+    pub delivered_when: Vec<DeliveredRule>,
+    /// Path template of the request that reads a record back.
+    pub read_path: Option<PathTemplate>,
 }
 
 impl Config {
@@ -118,7 +165,8 @@ impl Config {
     /// # Errors
     ///
     /// Returns a [`ConfigError`] for an unknown or repeated key, a missing
-    /// `path` or a value that the key does not accept.
+    /// `path`, a value that the key does not accept, or an `id_field`
+    /// without key columns to derive ids from.
     pub fn from_pairs<K, V>(pairs: &[(K, V)]) -> Result<Config, ConfigError>
     where
         K: AsRef<str>,
@@ -130,6 +178,10 @@ impl Config {
         let mut delimiter = None;
         let mut null = None;
         let mut max_record_bytes = None;
+        let mut id_field = None;
+        let mut id_length = None;
+        let mut delivered_when = None;
+        let mut read_path = None;
 
         for (name, value) in pairs {
             let (name, value) = (name.as_ref(), value.as_ref());
@@ -140,6 +192,10 @@ impl Config {
                 "delimiter" => &mut delimiter,
                 "null" => &mut null,
                 "max_record_bytes" => &mut max_record_bytes,
+                "id_field" => &mut id_field,
+                "id_length" => &mut id_length,
+                "delivered_when" => &mut delivered_when,
+                "read_path" => &mut read_path,
                 _ => {
                     let accepted: Vec<&str> = CONFIG_KEYS.iter().map(|k| k.name).collect();
                     return Err(ConfigError::new(
@@ -169,10 +225,25 @@ impl Config {
         let path =
             PathTemplate::parse(path).map_err(|message| ConfigError::new("path", message))?;
 
+        let id_field = match id_field {
+            Some(value) => {
+                Some(parse_id_field(value).map_err(|m| ConfigError::new("id_field", m))?)
+            }
+            None => None,
+        };
         let key_columns = match key {
             Some(value) => parse_key(value).map_err(|message| ConfigError::new("key", message))?,
-            None => path.columns(),
+            // The id comes from the key, so the id field's placeholder cannot
+            // be part of the default key.
+            None => path
+                .columns()
+                .into_iter()
+                .filter(|column| Some(column) != id_field.as_ref())
+                .collect(),
         };
+        if let Some(id_field) = &id_field {
+            check_id_key(id_field, &key_columns)?;
+        }
         let method = match method {
             Some(value) => parse_method(value).map_err(|m| ConfigError::new("method", m))?,
             None => DEFAULT_METHOD.to_owned(),
@@ -186,6 +257,28 @@ impl Config {
                 .map_err(|message| ConfigError::new("max_record_bytes", message))?,
             None => DEFAULT_MAX_RECORD_BYTES,
         };
+        let id_length = match (id_length, &id_field) {
+            (Some(value), Some(_)) => {
+                parse_id_length(value).map_err(|m| ConfigError::new("id_length", m))?
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "id_length",
+                    "id_length applies only to derived ids; set id_field or remove id_length",
+                ))
+            }
+            (None, _) => DEFAULT_ID_LENGTH,
+        };
+        let delivered_when = match delivered_when {
+            Some(value) => parse_rules(value).map_err(|m| ConfigError::new("delivered_when", m))?,
+            None => Vec::new(),
+        };
+        let read_path = match read_path {
+            Some(value) => {
+                Some(PathTemplate::parse(value).map_err(|m| ConfigError::new("read_path", m))?)
+            }
+            None => None,
+        };
 
         Ok(Config {
             path,
@@ -194,7 +287,58 @@ impl Config {
             delimiter,
             null: null.map(str::to_owned),
             max_record_bytes,
+            id_field,
+            id_length,
+            delivered_when,
+            read_path,
         })
+    }
+}
+
+/// Parses `id_field`: any non-empty field name.
+fn parse_id_field(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err(
+            "empty id_field; name the body field that receives the id, such as id".to_owned(),
+        );
+    }
+    Ok(value.to_owned())
+}
+
+/// Checks that ids can be derived: the key has columns, and none of them is
+/// the id field itself.
+fn check_id_key(id_field: &str, key_columns: &[String]) -> Result<(), ConfigError> {
+    if key_columns.is_empty() {
+        return Err(ConfigError::new(
+            "id_field",
+            format!(
+                "id_field {id_field:?} needs key columns to derive ids from, but the key is \
+                 empty; set key to the column or columns that identify a row"
+            ),
+        ));
+    }
+    if key_columns.iter().any(|column| column == id_field) {
+        return Err(ConfigError::new(
+            "key",
+            format!(
+                "key column {id_field:?} is the id_field, whose value is derived from the \
+                 key; set key to the column or columns that identify a row"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_id_length(value: &str) -> Result<usize, String> {
+    let range = format!("{MIN_ID_LENGTH} to {MAX_ID_LENGTH}");
+    match value.parse::<usize>() {
+        Ok(length) if (MIN_ID_LENGTH..=MAX_ID_LENGTH).contains(&length) => Ok(length),
+        Ok(length) => Err(format!(
+            "id_length {length} is out of range; use a value from {range}"
+        )),
+        Err(_) => Err(format!(
+            "invalid id_length {value:?}; use a whole number of hex digits from {range}"
+        )),
     }
 }
 
@@ -349,7 +493,7 @@ mod tests {
         assert_eq!(
             error.message,
             "unknown key \"pth\"; accepted keys are path, key, method, delimiter, null, \
-             max_record_bytes"
+             max_record_bytes, id_field, id_length, delivered_when, read_path"
         );
     }
 
@@ -453,6 +597,136 @@ mod tests {
             let error = error(&[("path", "/x"), ("max_record_bytes", value)]);
             assert_eq!(error.key, "max_record_bytes", "{value:?}");
         }
+    }
+
+    #[test]
+    fn id_options_default_off() {
+        let config = config(&[("path", "/x/{iata}")]).unwrap();
+        assert_eq!(config.id_field, None);
+        assert_eq!(config.id_length, 15);
+        assert!(config.delivered_when.is_empty());
+        assert_eq!(config.read_path, None);
+    }
+
+    #[test]
+    fn id_field_and_length() {
+        let config = config(&[
+            ("path", "/r"),
+            ("key", "iata"),
+            ("id_field", "id"),
+            ("id_length", "64"),
+        ])
+        .unwrap();
+        assert_eq!(config.id_field.as_deref(), Some("id"));
+        assert_eq!(config.id_length, 64);
+
+        let config =
+            Config::from_pairs(&[("path", "/r"), ("key", "iata"), ("id_field", "id")]).unwrap();
+        assert_eq!(config.id_length, 15);
+    }
+
+    #[test]
+    fn id_length_range() {
+        for (value, expected) in [("8", 8), ("15", 15), ("64", 64)] {
+            let pairs = [
+                ("path", "/r"),
+                ("key", "k"),
+                ("id_field", "id"),
+                ("id_length", value),
+            ];
+            assert_eq!(config(&pairs).unwrap().id_length, expected, "{value:?}");
+        }
+        for value in ["7", "65", "0", "-1", "", "15.0", "fifteen"] {
+            let pairs = [
+                ("path", "/r"),
+                ("key", "k"),
+                ("id_field", "id"),
+                ("id_length", value),
+            ];
+            let error = error(&pairs);
+            assert_eq!(error.key, "id_length", "{value:?}");
+            assert!(error.message.contains("8 to 64"), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn id_length_needs_id_field() {
+        let error = error(&[("path", "/r"), ("id_length", "20")]);
+        assert_eq!(error.key, "id_length");
+        assert!(error.message.contains("set id_field"), "{}", error.message);
+    }
+
+    #[test]
+    fn empty_id_field_rejected() {
+        let error = error(&[("path", "/r"), ("key", "k"), ("id_field", "")]);
+        assert_eq!(error.key, "id_field");
+    }
+
+    #[test]
+    fn id_placeholder_left_out_of_default_key() {
+        let pairs = [("path", "/r/{state}/{id}"), ("id_field", "id")];
+        let config = config(&pairs).unwrap();
+        assert_eq!(config.key_columns, vec!["state"]);
+    }
+
+    #[test]
+    fn id_field_needs_key() {
+        let error1 = error(&[("path", "/r/{id}"), ("id_field", "id")]);
+        assert_eq!(error1.key, "id_field");
+        assert!(
+            error1.message.contains("needs key columns"),
+            "{}",
+            error1.message
+        );
+
+        let error2 = error(&[("path", "/r/{iata}"), ("key", ""), ("id_field", "id")]);
+        assert_eq!(error2.key, "id_field");
+    }
+
+    #[test]
+    fn key_cannot_be_id_field() {
+        let error = error(&[("path", "/r"), ("key", "iata,id"), ("id_field", "id")]);
+        assert_eq!(error.key, "key");
+        assert!(
+            error.message.contains("\"id\" is the id_field"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn delivered_when_parsed() {
+        let pairs = [
+            ("path", "/r"),
+            ("delivered_when", "400:validation_not_unique"),
+        ];
+        let config = config(&pairs).unwrap();
+        assert_eq!(
+            config.delivered_when,
+            [DeliveredRule {
+                status: 400,
+                text: "validation_not_unique".to_owned()
+            }]
+        );
+
+        let error = error(&[("path", "/r"), ("delivered_when", "400")]);
+        assert_eq!(error.key, "delivered_when");
+        assert!(error.message.contains("STATUS:TEXT"), "{}", error.message);
+    }
+
+    #[test]
+    fn read_path_parsed() {
+        let config = config(&[("path", "/r"), ("read_path", "/r/{id}")]).unwrap();
+        let read_path = config.read_path.unwrap();
+        assert_eq!(read_path.columns(), vec!["id"]);
+
+        let error = error(&[("path", "/r"), ("read_path", "r/{id}")]);
+        assert_eq!(error.key, "read_path");
+        assert!(
+            error.message.contains("must start with"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The header row of one file, bound to the configuration: key columns and
-//! path placeholders resolved to column indices.
+//! path placeholders resolved to column indices or to the derived id.
 
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::template::Segment;
+use crate::template::{PathTemplate, Segment};
 use crate::tokenizer::Tokenizer;
 
 /// A path template piece with its column resolved.
@@ -13,6 +13,8 @@ pub enum PathPart {
     Literal(String),
     /// Index of the column whose value fills the placeholder.
     Column(usize),
+    /// A placeholder named after `id_field`, filled with the derived id.
+    Id,
 }
 
 /// The header row of a file.
@@ -23,6 +25,8 @@ pub struct Header {
     raw: Vec<u8>,
     key_columns: Vec<usize>,
     path: Vec<PathPart>,
+    /// The `read_path` template, when one is configured.
+    read_path: Option<Vec<PathPart>>,
     /// Each column name as a JSON string followed by `:`, ready to start a
     /// member of the request body.
     json_names: Vec<Vec<u8>>,
@@ -35,8 +39,8 @@ impl Header {
     /// # Errors
     ///
     /// Returns a message for a quoting error, invalid UTF-8, a duplicate
-    /// column name, or a key column or path placeholder that the header
-    /// lacks.
+    /// column name, a column named like `id_field`, or a key column or path
+    /// placeholder that the header lacks.
     pub fn parse(raw: &[u8], tokenizer: &Tokenizer, config: &Config) -> Result<Header, String> {
         if let Some(error) = tokenizer.quote_error() {
             return Err(format!(
@@ -63,6 +67,18 @@ impl Header {
     /// Resolves the configured key columns and path placeholders against
     /// the column `names`.
     fn bind(names: Vec<String>, raw: Vec<u8>, config: &Config) -> Result<Header, String> {
+        let id_field = config.id_field.as_deref();
+        if let Some(id_field) = id_field {
+            if let Some(index) = names.iter().position(|name| name == id_field) {
+                return Err(format!(
+                    "column {} of the header row is named {id_field:?}, like the id_field \
+                     that the plugin adds to each body; rename the column or choose another \
+                     id_field",
+                    index + 1
+                ));
+            }
+        }
+
         let mut indices: HashMap<&str, usize> = HashMap::with_capacity(names.len());
         for (index, name) in names.iter().enumerate() {
             if let Some(first) = indices.insert(name, index) {
@@ -85,13 +101,22 @@ impl Header {
 
         // Placeholders first: the key columns default to them, and a missing
         // one is a mistake in the template.
-        let mut path = Vec::with_capacity(config.path.segments().len());
-        for segment in config.path.segments() {
-            path.push(match segment {
-                Segment::Literal(text) => PathPart::Literal(text.clone()),
-                Segment::Column(column) => PathPart::Column(find(column, "path template")?),
-            });
-        }
+        let resolve = |template: &PathTemplate, role: &str| {
+            let mut parts = Vec::with_capacity(template.segments().len());
+            for segment in template.segments() {
+                parts.push(match segment {
+                    Segment::Literal(text) => PathPart::Literal(text.clone()),
+                    Segment::Column(column) if Some(column.as_str()) == id_field => PathPart::Id,
+                    Segment::Column(column) => PathPart::Column(find(column, role)?),
+                });
+            }
+            Ok::<_, String>(parts)
+        };
+        let path = resolve(&config.path, "path template")?;
+        let read_path = match &config.read_path {
+            Some(template) => Some(resolve(template, "read_path template")?),
+            None => None,
+        };
 
         let mut key_columns = Vec::with_capacity(config.key_columns.len());
         for column in &config.key_columns {
@@ -112,6 +137,7 @@ impl Header {
             raw,
             key_columns,
             path,
+            read_path,
             json_names,
         })
     }
@@ -135,6 +161,11 @@ impl Header {
 
     pub fn path(&self) -> &[PathPart] {
         &self.path
+    }
+
+    /// Returns the `read_path` template's parts, when one is configured.
+    pub fn read_path(&self) -> Option<&[PathPart]> {
+        self.read_path.as_deref()
     }
 
     /// Column `index`'s name as a JSON string followed by `:`.
@@ -244,6 +275,50 @@ mod tests {
         assert!(
             message.contains("invalid UTF-8 in the header row at byte 2"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn id_placeholders_resolve_to_id() {
+        let config = config(&[
+            ("path", "/r/{id}"),
+            ("key", "iata"),
+            ("id_field", "id"),
+            ("read_path", "/r/{id}?c={city}"),
+        ]);
+        let header = header("iata,name,city", &config).unwrap();
+        assert_eq!(
+            header.path(),
+            [PathPart::Literal("/r/".to_owned()), PathPart::Id]
+        );
+        let expected = [
+            PathPart::Literal("/r/".to_owned()),
+            PathPart::Id,
+            PathPart::Literal("?c=".to_owned()),
+            PathPart::Column(2),
+        ];
+        assert_eq!(header.read_path(), Some(expected.as_slice()));
+    }
+
+    #[test]
+    fn rejects_column_named_like_id_field() {
+        let config = config(&[("path", "/r"), ("key", "iata"), ("id_field", "id")]);
+        let message = header("iata,id,city", &config).unwrap_err();
+        assert_eq!(
+            message,
+            "column 2 of the header row is named \"id\", like the id_field that the plugin \
+             adds to each body; rename the column or choose another id_field"
+        );
+    }
+
+    #[test]
+    fn rejects_missing_read_path_column() {
+        let config = config(&[("path", "/r"), ("read_path", "/r/{code}")]);
+        let message = header("iata,city", &config).unwrap_err();
+        assert_eq!(
+            message,
+            "read_path template column \"code\" is not in the header row; the header has \
+             iata, city"
         );
     }
 

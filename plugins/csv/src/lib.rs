@@ -11,7 +11,14 @@
 //! names to the row's values, all as strings (or `null` for a configured
 //! null token). [`parser`] describes the parsing rules and the recovery from
 //! malformed rows.
+//!
+//! With `id_field`, each body also carries an id derived from the row's key
+//! ([`derive_id`]), so that a create repeated after a lost response hits the
+//! same resource. `delivered_when` rules ([`classify`]) then mark the error
+//! responses that mean the record already arrived, and `read_path` gives the
+//! request with which `sluice verify` reads each row back.
 
+pub mod classify;
 pub mod config;
 mod header;
 mod mapping;
@@ -24,8 +31,9 @@ mod tokenizer;
 mod component;
 
 pub use config::{Config, ConfigError, ConfigKey, CONFIG_KEYS};
+pub use mapping::derive_id;
 pub use parser::Parser;
-pub use record::{Malformed, Parsed, Position, Record, Request};
+pub use record::{Malformed, Parsed, Position, ReadBack, Record, Request};
 
 /// The bytes that end each record in a dead-letter file.
 pub const RECORD_SEPARATOR: &[u8] = b"\n";
@@ -71,7 +79,11 @@ mod tests {
                 "method",
                 "delimiter",
                 "null",
-                "max_record_bytes"
+                "max_record_bytes",
+                "id_field",
+                "id_length",
+                "delivered_when",
+                "read_path"
             ]
         );
     }

@@ -19,10 +19,13 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::header::{describe_byte, Header};
 use crate::mapping;
-use crate::record::{Malformed, Parsed, Position, Record, Request};
+use crate::record::{Malformed, Parsed, Position, ReadBack, Record, Request};
 use crate::tokenizer::{Field, QuoteError, Step, Tokenizer};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+const NO_HEADER: &str = "no header row has been parsed yet, so the record cannot be mapped; \
+                         map only records that this parser returned";
 
 /// A streaming CSV parser for one input file.
 #[derive(Debug)]
@@ -135,13 +138,24 @@ impl Parser {
     /// placeholder's value is empty or null.
     pub fn map_record(&mut self, raw: &[u8]) -> Result<Request, String> {
         let Some(header) = &self.header else {
-            return Err(
-                "no header row has been parsed yet, so the record cannot be mapped; \
-                        map only records that this parser returned"
-                    .to_owned(),
-            );
+            return Err(NO_HEADER.to_owned());
         };
         mapping::map_record(raw, header, &self.config, &mut self.map_tokenizer)
+    }
+
+    /// Maps the raw bytes of one record of this file to the request that
+    /// reads it back and the JSON expected in the response. Returns `None`
+    /// when the configuration gives no way to read records back: no
+    /// `read_path` and a method other than PUT.
+    ///
+    /// # Errors
+    ///
+    /// As for [`map_record`](Parser::map_record).
+    pub fn read_back(&mut self, raw: &[u8]) -> Result<Option<ReadBack>, String> {
+        let Some(header) = &self.header else {
+            return Err(NO_HEADER.to_owned());
+        };
+        mapping::read_back(raw, header, &self.config, &mut self.map_tokenizer)
     }
 
     fn check_usable(&self) -> Result<(), String> {
@@ -422,7 +436,7 @@ pub(crate) fn check_record<'a>(
 
 /// Builds a record's key: the value of a single key column, or a JSON array
 /// of the values of several.
-fn record_key(text: &str, fields: &[Field], header: &Header) -> Result<String, String> {
+pub(crate) fn record_key(text: &str, fields: &[Field], header: &Header) -> Result<String, String> {
     let value = |index: usize| fields.get(index).map(|f| f.value(text)).unwrap_or_default();
     match header.key_columns() {
         [] => Ok(String::new()),

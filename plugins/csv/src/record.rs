@@ -71,6 +71,17 @@ pub struct Request {
     pub path: String,
     /// Header names and values.
     pub headers: Vec<(String, String)>,
-    /// A JSON object from column names to the record's values.
+    /// A JSON object from column names to the record's values, with the
+    /// derived id first when `id_field` is set.
     pub body: Vec<u8>,
+}
+
+/// How to check that a record arrived: a request that reads it back and the
+/// JSON that the response must contain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadBack {
+    /// A GET of the record's resource.
+    pub request: Request,
+    /// The body of the request that delivers the record.
+    pub expected: Vec<u8>,
 }

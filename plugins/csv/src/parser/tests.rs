@@ -862,3 +862,187 @@ fn mapping_agrees_across_chunkings() {
         assert_eq!(bytewise, whole);
     }
 }
+
+/// Returns the configuration that loads airports into a PocketBase
+/// collection.
+fn pocketbase_config() -> Arc<Config> {
+    config(&[
+        ("path", "/api/collections/airports/records"),
+        ("method", "POST"),
+        ("key", "iata"),
+        ("id_field", "id"),
+        ("read_path", "/api/collections/airports/records/{id}"),
+    ])
+}
+
+#[test]
+fn id_field_adds_derived_id_first() {
+    let (mut parser, out) = parser_for(&pocketbase_config(), b"iata,city\n00M,Bay Springs\n");
+    let request = parser.map_record(out[0].raw()).unwrap();
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/api/collections/airports/records");
+    // SHA-256("00M"), as Python's hashlib computes it.
+    assert_eq!(
+        String::from_utf8(request.body).unwrap(),
+        r#"{"id":"0bb7683354fd22b","iata":"00M","city":"Bay Springs"}"#
+    );
+}
+
+#[test]
+fn derived_ids_follow_id_length() {
+    let config = config(&[
+        ("path", "/r"),
+        ("key", "iata"),
+        ("id_field", "id"),
+        ("id_length", "8"),
+    ]);
+    let (mut parser, out) = parser_for(&config, b"iata\n00M\n00R\n");
+    let ids: Vec<String> = out
+        .iter()
+        .map(|item| {
+            let body: serde_json::Value =
+                serde_json::from_slice(&parser.map_record(item.raw()).unwrap().body).unwrap();
+            body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["0bb76833", "07edc722"]);
+}
+
+#[test]
+fn ids_match_pocketbase_pattern() {
+    let input = "iata,city\nZ\u{fc}R,x\n\"a,b\",y\n\"\"\"\",z\n1,w\n";
+    let (mut parser, out) = parser_for(&pocketbase_config(), input.as_bytes());
+    let mut ids = Vec::new();
+    for item in &out {
+        let request = parser.map_record(item.raw()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        let id = body["id"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 15, "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "{id}"
+        );
+        ids.push(id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), out.len());
+}
+
+#[test]
+fn composite_key_id_hashes_json_key() {
+    let config = config(&[
+        ("path", "/f/{id}"),
+        ("key", "carrier,flight"),
+        ("id_field", "id"),
+    ]);
+    let (mut parser, out) = parser_for(&config, b"carrier,flight\nAA,1141\n");
+    assert_eq!(record(&out[0]).key, r#"["AA","1141"]"#);
+    let request = parser.map_record(out[0].raw()).unwrap();
+    // SHA-256 of the key string ["AA","1141"], as Python's hashlib computes it.
+    assert_eq!(request.path, "/f/245da05213a64d7");
+    assert_eq!(
+        request.body,
+        br#"{"id":"245da05213a64d7","carrier":"AA","flight":"1141"}"#
+    );
+}
+
+#[test]
+fn empty_key_cannot_get_id() {
+    let (mut parser, out) = parser_for(&pocketbase_config(), b"iata,city\n,Nowhere\n\"\",x\n");
+    for item in &out {
+        assert_eq!(
+            parser.map_record(item.raw()).unwrap_err(),
+            "key column \"iata\" is empty, so no id can be derived for id_field \"id\""
+        );
+        assert!(parser.read_back(item.raw()).is_err());
+    }
+
+    let config = config(&[("path", "/f"), ("key", "a,b"), ("id_field", "id")]);
+    let (mut parser, out) = parser_for(&config, b"a,b\n,\n,2\n");
+    assert_eq!(
+        parser.map_record(out[0].raw()).unwrap_err(),
+        "key columns \"a\", \"b\" are all empty, so no id can be derived for id_field \"id\""
+    );
+    parser.map_record(out[1].raw()).unwrap();
+}
+
+#[test]
+fn column_named_like_id_field_fails_file() {
+    let config = pocketbase_config();
+    let error = parse_chunks(&config, &[b"iata,id,city\n00M,1,x\n"]).unwrap_err();
+    assert!(
+        error.starts_with("column 2 of the header row is named \"id\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn read_back_uses_read_path() {
+    let (mut parser, out) = parser_for(&pocketbase_config(), b"iata,city\n00M,Bay Springs\n");
+    let request = parser.map_record(out[0].raw()).unwrap();
+    let read_back = parser.read_back(out[0].raw()).unwrap().unwrap();
+    assert_eq!(read_back.request.method, "GET");
+    assert_eq!(
+        read_back.request.path,
+        "/api/collections/airports/records/0bb7683354fd22b"
+    );
+    assert!(read_back.request.body.is_empty());
+    assert_eq!(read_back.expected, request.body);
+}
+
+#[test]
+fn read_path_values_are_encoded() {
+    let config = config(&[
+        ("path", "/z"),
+        ("method", "POST"),
+        ("read_path", "/z/{state}/{city}"),
+        ("null", "NA"),
+    ]);
+    let input = b"state,city\nNY,New York\nNA,x\n";
+    let (mut parser, out) = parser_for(&config, input);
+    let read_back = parser.read_back(out[0].raw()).unwrap().unwrap();
+    assert_eq!(read_back.request.path, "/z/NY/New%20York");
+    assert_eq!(read_back.expected, br#"{"state":"NY","city":"New York"}"#);
+    assert_eq!(
+        parser.read_back(out[1].raw()).unwrap_err(),
+        "column \"state\" is null (\"NA\") but the read_path template needs it"
+    );
+}
+
+#[test]
+fn read_back_defaults_to_put_path() {
+    let config = config(&[("path", "/airports/{iata}")]);
+    let (mut parser, out) = parser_for(&config, b"iata,city\n00M,Bay Springs\n");
+    let read_back = parser.read_back(out[0].raw()).unwrap().unwrap();
+    assert_eq!(read_back.request.method, "GET");
+    assert_eq!(read_back.request.path, "/airports/00M");
+    assert_eq!(
+        read_back.expected,
+        br#"{"iata":"00M","city":"Bay Springs"}"#
+    );
+}
+
+#[test]
+fn read_back_none_without_read_path() {
+    for method in ["POST", "PATCH", "DELETE"] {
+        let config = config(&[("path", "/airports/{iata}"), ("method", method)]);
+        let (mut parser, out) = parser_for(&config, b"iata,city\n00M,x\n");
+        assert_eq!(parser.read_back(out[0].raw()), Ok(None), "{method}");
+    }
+}
+
+#[test]
+fn read_back_rejects_bad_raw() {
+    let (mut parser, _) = parser_for(&pocketbase_config(), b"iata,city\n");
+    let error = parser.read_back(b"00M").unwrap_err();
+    assert_eq!(error, "expected 2 fields, found 1");
+
+    let mut fresh = Parser::new(pocketbase_config());
+    let error = fresh.read_back(b"00M,x").unwrap_err();
+    assert!(
+        error.starts_with("no header row has been parsed yet"),
+        "{error}"
+    );
+}
