@@ -15,7 +15,11 @@
 //! timestamp, so sorting names sorts files oldest first.
 //!
 //! A record counts as handled only after [`DeadLetterSink::sync`] has
-//! flushed both files to disk.
+//! flushed both files to disk. The sync writes and flushes the data file
+//! first and only then appends the sidecar lines, so every sidecar line on
+//! disk has its record on disk too. A record at the end of a data file
+//! without a sidecar line was cut off by a crash before it counted as
+//! handled; reprocessing skips it, and the rerun of its source sends it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -70,6 +74,17 @@ pub struct SidecarEntry {
     pub error: String,
     /// When the record was written here, in RFC 3339 UTC.
     pub time: String,
+    /// The idempotency key of the record's requests, reused when the
+    /// record is reprocessed.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Fingerprint of the file being read when the record was written
+    /// here: the source on a first run, a dead-letter file on reprocessing.
+    #[serde(default)]
+    pub input_fingerprint: Option<String>,
+    /// The record's number in that file.
+    #[serde(default)]
+    pub input_record: Option<u64>,
 }
 
 struct OpenFile {
@@ -77,7 +92,8 @@ struct OpenFile {
     sidecar: File,
     data_path: PathBuf,
     records: u64,
-    unsynced: bool,
+    // Sidecar lines of records whose data is written but not yet synced.
+    pending_lines: Vec<u8>,
 }
 
 /// The dead-letter and rejected files of one input file, created on the
@@ -127,9 +143,8 @@ impl DeadLetterSink {
         let file = self.open(entry.kind)?;
         file.data.write_all(raw)?;
         file.data.write_all(&separator)?;
-        file.sidecar.write_all(&line)?;
+        file.pending_lines.extend_from_slice(&line);
         file.records += 1;
-        file.unsynced = true;
         Ok(())
     }
 
@@ -140,10 +155,11 @@ impl DeadLetterSink {
     /// Fails when the disk does not confirm the write.
     pub fn sync(&mut self) -> io::Result<()> {
         for file in [&mut self.dead, &mut self.rejected].into_iter().flatten() {
-            if file.unsynced {
+            if !file.pending_lines.is_empty() {
                 file.data.sync_data()?;
+                file.sidecar.write_all(&file.pending_lines)?;
                 file.sidecar.sync_data()?;
-                file.unsynced = false;
+                file.pending_lines.clear();
             }
         }
         Ok(())
@@ -187,7 +203,7 @@ impl DeadLetterSink {
                 sidecar,
                 data_path,
                 records: 0,
-                unsynced: true,
+                pending_lines: Vec::new(),
             });
         }
         Ok(slot.as_mut().expect("slot was filled above"))
@@ -312,6 +328,53 @@ pub fn read_sidecar(path: &Path) -> io::Result<Sidecar> {
     Ok(sidecar)
 }
 
+/// What earlier runs already wrote to dead-letter and rejected files from
+/// one input file, found through the sidecars.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Record numbers of the input that are in some dead-letter or
+    /// rejected file.
+    pub records: std::collections::HashSet<u64>,
+    /// For each key, the lowest record number that was dead-lettered.
+    pub dead_keys: std::collections::HashMap<String, u64>,
+}
+
+/// Scans the sidecars in `dir` for records written while reading the
+/// input whose fingerprint is `fingerprint`. A missing directory holds
+/// none.
+///
+/// # Errors
+///
+/// Fails when the directory or a sidecar cannot be read.
+pub fn written_from(dir: &Path, fingerprint: &str) -> io::Result<Written> {
+    let mut written = Written::default();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(written),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if parse_name(&path).is_none() {
+            continue;
+        }
+        for line in read_sidecar(&sidecar_path(&path))?.entries {
+            if line.input_fingerprint.as_deref() != Some(fingerprint) {
+                continue;
+            }
+            let Some(record) = line.input_record else {
+                continue;
+            };
+            written.records.insert(record);
+            if line.kind == Kind::DeadLetter && !line.key.is_empty() {
+                let lowest = written.dead_keys.entry(line.key).or_insert(record);
+                *lowest = (*lowest).min(record);
+            }
+        }
+    }
+    Ok(written)
+}
+
 /// Returns a run id: the UTC time to the millisecond and the process id,
 /// such as `20261204T183000123Z-4242`.
 pub fn new_run_id() -> String {
@@ -339,6 +402,9 @@ mod tests {
             status: Some(503),
             error: "HTTP 503 Service Unavailable".to_owned(),
             time: "2026-12-04T18:30:00Z".to_owned(),
+            idempotency_key: Some(format!("fp-{record}")),
+            input_fingerprint: Some("fp".to_owned()),
+            input_record: Some(record),
         }
     }
 
@@ -369,6 +435,49 @@ mod tests {
             files,
             [(Kind::DeadLetter, dead, 2), (Kind::Rejected, rejected, 1)]
         );
+    }
+
+    #[test]
+    fn sidecar_lines_wait_for_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DeadLetterSink::new(dir.path(), "a", "csv", "R1", b"\n");
+        sink.write(b"1,x", &entry(Kind::DeadLetter, 1)).unwrap();
+        let sidecar = sidecar_path(&dir.path().join("a.R1.dead.csv"));
+        assert_eq!(read_sidecar(&sidecar).unwrap().entries.len(), 0);
+        sink.sync().unwrap();
+        assert_eq!(read_sidecar(&sidecar).unwrap().entries.len(), 1);
+    }
+
+    #[test]
+    fn written_from_finds_records_of_one_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DeadLetterSink::new(dir.path(), "a", "csv", "R1", b"\n");
+        sink.write(b"5", &entry(Kind::DeadLetter, 5)).unwrap();
+        sink.write(b"3", &entry(Kind::DeadLetter, 3)).unwrap();
+        sink.write(b"4", &entry(Kind::Rejected, 4)).unwrap();
+        let mut other = entry(Kind::DeadLetter, 9);
+        other.input_fingerprint = Some("other".to_owned());
+        sink.write(b"9", &other).unwrap();
+        sink.sync().unwrap();
+
+        let written = written_from(dir.path(), "fp").unwrap();
+
+        let mut records: Vec<u64> = written.records.iter().copied().collect();
+        records.sort();
+        assert_eq!(records, [3, 4, 5]);
+        assert_eq!(written.dead_keys.get("k3"), Some(&3));
+        assert_eq!(written.dead_keys.get("k5"), Some(&5));
+        assert_eq!(
+            written.dead_keys.get("k4"),
+            None,
+            "rejected records do not block keys"
+        );
+    }
+
+    #[test]
+    fn written_from_a_missing_directory_is_empty() {
+        let written = written_from(Path::new("/nonexistent/dead-letters"), "fp").unwrap();
+        assert!(written.records.is_empty());
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct FileReport {
     pub path: PathBuf,
     /// Records and malformed records parsed from the file.
     pub records: u64,
+    /// Records an earlier run already handled, so this one did not send.
+    pub skipped: u64,
+    /// Records sent again after a restart because an earlier run may have
+    /// sent them without seeing the result.
+    pub replayed: u64,
+    /// Records left unsent because the run was stopping; the next run
+    /// sends them.
+    pub abandoned: u64,
     pub delivered: u64,
     pub delivered_first_try: u64,
     pub delivered_after_retries: u64,
@@ -52,12 +60,20 @@ pub struct FileReport {
     pub dead_letter_files: Vec<PathBuf>,
     /// Why the file was stopped before its end, if it was.
     pub error: Option<String>,
+    /// Whether a signal stopped the run during this file.
+    pub interrupted: bool,
+    /// Whether every record of the file is handled.
+    pub completed: bool,
+    /// Whether the ledger showed the file as completed, so it was skipped.
+    pub already_completed: bool,
 }
 
 /// What happened in the whole run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
     pub files: Vec<FileReport>,
+    /// The signal that stopped the run, such as `SIGINT`.
+    pub interrupted_by: Option<String>,
     pub breaker_openings: u64,
     pub elapsed_seconds: f64,
 }
@@ -67,10 +83,16 @@ impl RunReport {
         self.files.iter().map(field).sum()
     }
 
-    /// Returns the documented exit status: 0 when every record was
-    /// delivered, 3 when some were dead-lettered or rejected, 1 when a file
-    /// could not be read to its end.
+    /// Returns the documented exit status: 130 or 143 when SIGINT or
+    /// SIGTERM stopped the run, 1 when a file could not be read to its end,
+    /// 3 when some records were dead-lettered or rejected, and 0 when every
+    /// record was delivered.
     pub fn exit_code(&self) -> u8 {
+        match self.interrupted_by.as_deref() {
+            Some("SIGTERM") => return 143,
+            Some(_) => return 130,
+            None => {}
+        }
         if self.files.iter().any(|file| file.error.is_some()) {
             1
         } else if self.total(|f| f.dead_lettered + f.rejected) > 0 {
@@ -108,12 +130,39 @@ impl RunReport {
         writeln!(out, "  dead-lettered  {}", self.total(|f| f.dead_lettered))?;
         writeln!(out, "  rejected       {}", self.total(|f| f.rejected))?;
         writeln!(out, "  breaker opened {} times", self.breaker_openings)?;
+        let skipped = self.total(|f| f.skipped);
+        let replayed = self.total(|f| f.replayed);
+        if skipped + replayed > 0 {
+            writeln!(
+                out,
+                "  resumed        {skipped} skipped as already handled, {replayed} replayed"
+            )?;
+        }
         writeln!(
             out,
             "  elapsed        {:.2}s ({rate:.0} records/s)",
             self.elapsed_seconds
         )?;
+        if let Some(signal) = &self.interrupted_by {
+            let abandoned = self.total(|f| f.abandoned);
+            writeln!(
+                out,
+                "  interrupted    by {signal}; {abandoned} records left for the next run"
+            )?;
+        }
+        if self.files.len() > 1 {
+            for file in &self.files {
+                file.write_line(out)?;
+            }
+        }
         for file in &self.files {
+            if file.already_completed {
+                writeln!(
+                    out,
+                    "  skipped        {}: completed by an earlier run (--force sends it again)",
+                    file.path.display()
+                )?;
+            }
             if let Some(error) = &file.error {
                 writeln!(out, "  stopped        {}: {error}", file.path.display())?;
             }
@@ -122,6 +171,25 @@ impl RunReport {
             }
         }
         Ok(())
+    }
+}
+
+impl FileReport {
+    fn write_line(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "  file           {}: parsed {}, delivered {} ({} first try, {} after retries), \
+             replayed {}, skipped {}, dead-lettered {}, rejected {}",
+            self.path.display(),
+            self.records,
+            self.delivered,
+            self.delivered_first_try,
+            self.delivered_after_retries,
+            self.replayed,
+            self.skipped,
+            self.dead_lettered,
+            self.rejected
+        )
     }
 }
 
@@ -149,6 +217,13 @@ impl Progress {
             bar
         });
         Progress { bar }
+    }
+
+    /// Sets the number of input bytes the bar counts up to.
+    pub fn set_total(&self, total_bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total_bytes);
+        }
     }
 
     /// Returns the bar, so log output can be written around it.

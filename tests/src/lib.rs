@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod pocketbase;
+
 /// Returns the workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -140,12 +142,24 @@ impl Sluice {
         self
     }
 
-    /// Runs the command to its end and collects what it left.
-    ///
-    /// # Panics
-    ///
-    /// Panics when the process cannot start or outlives its timeout.
-    pub async fn run(self) -> Finished {
+    /// Starts the command and returns the running child with stdout and
+    /// stderr piped; [`Sluice::collect`] turns it into a [`Finished`].
+    pub fn spawn(self) -> (tokio::process::Child, PathBuf) {
+        let mut command = self.command();
+        let child = command.spawn().expect("sluice starts");
+        (child, self.summary_path)
+    }
+
+    /// Waits for a child from [`Sluice::spawn`] and collects what it left.
+    pub async fn collect(child: tokio::process::Child, summary_path: &Path) -> Finished {
+        let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("sluice finishes in time")
+            .expect("sluice output is readable");
+        finished(output, summary_path)
+    }
+
+    fn command(&self) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(sluice_bin());
         command
             .args(&self.args)
@@ -160,20 +174,34 @@ impl Sluice {
         for (name, value) in &self.envs {
             command.env(name, value);
         }
+        command
+    }
+
+    /// Runs the command to its end and collects what it left.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the process cannot start or outlives its timeout.
+    pub async fn run(self) -> Finished {
+        let mut command = self.command();
         let output = tokio::time::timeout(self.timeout, command.output())
             .await
             .unwrap_or_else(|_| panic!("sluice {:?} did not finish in time", self.args))
             .expect("sluice starts");
-        let summary = std::fs::read(&self.summary_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or(Value::Null);
-        Finished {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            summary,
-        }
+        finished(output, &self.summary_path)
+    }
+}
+
+fn finished(output: std::process::Output, summary_path: &Path) -> Finished {
+    let summary = std::fs::read(summary_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        summary,
     }
 }
 

@@ -86,6 +86,7 @@ async fn environment_overrides_the_file_and_flags_override_the_environment() {
         .arg(server.uri())
         .env("SLUICE_RETRY_MAX_RETRIES", "5")
         .arg("--max-retries=0")
+        .arg("--force")
         .arg(input(dir.path()))
         .run()
         .await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ProgressMode};
+use crate::config::{Config, KeySource, ProgressMode};
 
 /// Loads data files into an HTTP API through a WebAssembly format plugin.
 #[derive(Debug, Parser)]
@@ -27,6 +27,8 @@ pub enum Command {
     Run(RunArgs),
     /// Send the records of dead-letter files again, then remove the files.
     Reprocess(ReprocessArgs),
+    /// Read every record back from the API and compare it with the file.
+    Verify(VerifyArgs),
     /// Inspect a plugin.
     Plugin {
         #[command(subcommand)]
@@ -48,7 +50,21 @@ pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    /// Ingest files again that the ledger records as completed.
+    #[arg(long)]
+    pub force: bool,
+
     /// Input files, ingested one after another in the order given.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Input files to check against the API.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
@@ -92,6 +108,26 @@ pub struct CommonArgs {
     /// Key: dead_letter_dir.
     #[arg(long, env = "SLUICE_DEAD_LETTER_DIR", value_name = "DIR")]
     pub dead_letter_dir: Option<PathBuf>,
+
+    /// Directory for the progress ledger [default: .sluice]. Key:
+    /// state_dir.
+    #[arg(long, env = "SLUICE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Send no idempotency key header. Key: idempotency.enabled.
+    #[arg(long)]
+    pub no_idempotency: bool,
+
+    /// Name of the idempotency key header [default: Idempotency-Key]. Key:
+    /// idempotency.header.
+    #[arg(long, env = "SLUICE_IDEMPOTENCY_HEADER", value_name = "NAME")]
+    pub idempotency_header: Option<String>,
+
+    /// What idempotency keys derive from: `position` (file fingerprint and
+    /// record number) or `record-key` (the plugin's record key) [default:
+    /// position]. Key: idempotency.key.
+    #[arg(long, env = "SLUICE_IDEMPOTENCY_KEY", value_name = "SOURCE")]
+    pub idempotency_key: Option<KeySource>,
 
     /// Header added to every request; repeat for more. Values may use
     /// ${VAR}. Key: http.headers; variable: SLUICE_HTTP_HEADER_NAME.
@@ -181,6 +217,14 @@ impl CommonArgs {
         if self.plugin.is_some() {
             config.plugin.path = self.plugin.clone();
         }
+        if self.state_dir.is_some() {
+            config.state_dir = self.state_dir.clone();
+        }
+        if self.no_idempotency {
+            config.idempotency.enabled = false;
+        }
+        set(&mut config.idempotency.header, &self.idempotency_header);
+        set(&mut config.idempotency.key, &self.idempotency_key);
         for (key, value) in &self.plugin_config {
             config.plugin.config.insert(key.clone(), value.clone());
         }

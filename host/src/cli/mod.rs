@@ -3,17 +3,19 @@
 //! Exit statuses: 0 when every record was delivered; 3 when the run
 //! finished but some records were dead-lettered or rejected; 2 for usage
 //! and configuration errors; 1 for other failures, such as a file that
-//! could not be read to its end or a plugin that does not load.
+//! could not be read to its end or a plugin that does not load; 130 and
+//! 143 when SIGINT or SIGTERM stopped the run after draining it.
 
 mod args;
 
 use std::io::{IsTerminal as _, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser as _;
 use indicatif::ProgressBar;
+use tokio::sync::watch;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -69,12 +71,13 @@ pub fn main() -> ExitCode {
                     kind: InputKind::Source,
                 })
                 .collect();
-            ingest(&cli.log_level, &args.common, Ok(inputs))
+            ingest(&cli.log_level, &args.common, || Ok(inputs), args.force)
         }
         Command::Reprocess(args) => {
-            let inputs = dead_letter_inputs(&args.paths, args.include_rejected);
-            ingest(&cli.log_level, &args.common, inputs)
+            let inputs = || dead_letter_inputs(&args.paths, args.include_rejected);
+            ingest(&cli.log_level, &args.common, inputs, false)
         }
+        Command::Verify(args) => verify(&cli.log_level, &args.common, &args.files),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -123,23 +126,59 @@ fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
         .map_err(Failure::usage)
 }
 
+fn verify(log_level: &str, common: &CommonArgs, files: &[PathBuf]) -> Result<u8, Failure> {
+    let settings = load_settings(common)?;
+    init_logging(log_level, None);
+    for path in files {
+        if !path.is_file() {
+            let message = format!("input file {} not found", path.display());
+            return Err(Failure::usage(anyhow::anyhow!(message)));
+        }
+    }
+    let mut plugin = load_plugin(&settings.plugin_path)?;
+    match plugin.configure(settings.plugin_config.clone()) {
+        Ok(()) => {}
+        Err(err @ PluginError::Config { .. }) => return Err(Failure::usage(err)),
+        Err(err) => return Err(Failure::other(err)),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::other)?;
+    let report = runtime
+        .block_on(crate::verify::verify(&settings, Arc::new(plugin), files))
+        .map_err(Failure::other)?;
+    let _ = report.write_summary(&mut std::io::stdout().lock());
+    if let Some(path) = &common.summary_json {
+        let json = serde_json::to_vec_pretty(&report).map_err(Failure::other)?;
+        std::fs::write(path, json).map_err(|err| {
+            Failure::other(anyhow::anyhow!(
+                "cannot write summary {}: {err}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(report.exit_code())
+}
+
 fn ingest(
     log_level: &str,
     common: &CommonArgs,
-    inputs: anyhow::Result<Vec<Input>>,
+    inputs: impl FnOnce() -> anyhow::Result<Vec<Input>>,
+    force: bool,
 ) -> Result<u8, Failure> {
     let settings = load_settings(common)?;
-    let total_bytes = match &inputs {
-        Ok(inputs) => inputs
-            .iter()
-            .filter_map(|input| std::fs::metadata(&input.path).ok())
-            .map(|meta| meta.len())
-            .sum(),
-        Err(_) => 0,
-    };
-    let progress = Progress::new(settings.progress, total_bytes);
+    let progress = Progress::new(settings.progress, 0);
     init_logging(log_level, progress.bar());
-    let inputs = inputs.map_err(Failure::usage)?;
+    // Collected after logging starts, so that warnings about torn
+    // sidecars reach the log.
+    let inputs = inputs().map_err(Failure::usage)?;
+    let total_bytes = inputs
+        .iter()
+        .filter_map(|input| std::fs::metadata(&input.path).ok())
+        .map(|meta| meta.len())
+        .sum();
+    progress.set_total(total_bytes);
     for input in &inputs {
         if !input.path.is_file() {
             let message = format!("input file {} not found", input.path.display());
@@ -160,16 +199,49 @@ fn ingest(
         .map_err(Failure::other)?;
     let summary_json = common.summary_json.clone();
     let report = runtime.block_on(async {
+        let (stop, stopped) = watch::channel(false);
+        let signal = Arc::new(Mutex::new(None));
+        tokio::spawn(watch_signals(stop, signal.clone()));
         let counters = Arc::new(Counters::default());
-        let pipeline = Pipeline::new(settings, plugin, counters.clone())?;
+        let pipeline = Pipeline::new(settings, plugin, counters.clone(), stopped, force)?;
         let ticker = progress.spawn_ticker(counters, pipeline.breaker().clone());
         let report = pipeline.run(&inputs).await;
         ticker.abort();
-        report
+        report.map(|mut report| {
+            report.interrupted_by = signal.lock().expect("not poisoned").map(str::to_owned);
+            report
+        })
     });
     progress.finish();
     let report = report.map_err(Failure::other)?;
     finish(&report, summary_json.as_deref())
+}
+
+/// Waits for SIGINT or SIGTERM and asks the run to stop: reading stops,
+/// requests on the wire finish or time out, and the ledger and dead
+/// letters are flushed. A second signal exits at once; the ledger is still
+/// consistent then, because every write of it is atomic.
+async fn watch_signals(stop: watch::Sender<bool>, signal: Arc<Mutex<Option<&'static str>>>) {
+    use tokio::signal::unix::{signal as unix_signal, SignalKind};
+    let Ok(mut terminate) = unix_signal(SignalKind::terminate()) else {
+        return;
+    };
+    let first = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    *signal.lock().expect("not poisoned") = Some(first);
+    tracing::warn!(
+        signal = first,
+        "stopping: reading stopped, waiting for requests in flight; send it again to exit now"
+    );
+    let _ = stop.send(true);
+    let second = tokio::select! {
+        _ = tokio::signal::ctrl_c() => 130,
+        _ = terminate.recv() => 143,
+    };
+    eprintln!("error: stopped at once by a second signal");
+    std::process::exit(second);
 }
 
 fn finish(report: &RunReport, summary_json: Option<&Path>) -> Result<u8, Failure> {

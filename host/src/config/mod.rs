@@ -49,6 +49,10 @@ pub const DEFAULT_OPEN_DURATION: Duration = Duration::from_secs(30);
 pub const DEFAULT_CHUNK_SIZE: usize = 64 * 1024;
 /// Default directory for dead-letter and rejected files.
 pub const DEFAULT_DEAD_LETTER_DIR: &str = "dead-letters";
+/// Default directory for the progress ledger.
+pub const DEFAULT_STATE_DIR: &str = ".sluice";
+/// Default name of the idempotency key header.
+pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 const MAX_CONCURRENCY: usize = 1024;
 const MAX_RETRIES_LIMIT: u32 = 100;
@@ -63,6 +67,8 @@ pub struct Config {
     pub endpoint: Option<String>,
     /// Directory for dead-letter and rejected files and their sidecars.
     pub dead_letter_dir: Option<PathBuf>,
+    /// Directory for the progress ledger, which lets a rerun resume.
+    pub state_dir: Option<PathBuf>,
     /// When to draw a progress bar on stderr: `auto` (when it is a
     /// terminal), `always` or `never`.
     pub progress: ProgressMode,
@@ -76,6 +82,44 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// Input reading settings.
     pub input: InputConfig,
+    /// Idempotency key settings.
+    pub idempotency: IdempotencyConfig,
+}
+
+/// The `[idempotency]` table.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// Whether every request carries an idempotency key header.
+    pub enabled: bool,
+    /// Name of the header.
+    pub header: String,
+    /// What the key derives from: `position` (the file's content
+    /// fingerprint and the record's position) or `record-key` (the key the
+    /// plugin declares for the record).
+    pub key: KeySource,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            enabled: true,
+            header: DEFAULT_IDEMPOTENCY_HEADER.to_owned(),
+            key: KeySource::Position,
+        }
+    }
+}
+
+/// What an idempotency key derives from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    /// The file's content fingerprint and the record's number: one key per
+    /// record of one version of a file.
+    #[default]
+    Position,
+    /// The plugin's record key: one key per entity, whatever the file.
+    RecordKey,
 }
 
 /// The `[plugin]` table.
@@ -236,6 +280,9 @@ pub struct Settings {
     pub plugin_path: PathBuf,
     pub plugin_config: Vec<(String, String)>,
     pub dead_letter_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// The idempotency header and key source, or `None` when turned off.
+    pub idempotency: Option<(HeaderName, KeySource)>,
     pub progress: ProgressMode,
     pub http: HttpSettings,
     pub retry: RetryPolicy,
@@ -408,6 +455,13 @@ impl Config {
             problem("input.chunk_size", &self.input.chunk_size, &allowed);
         }
 
+        let idempotency = &self.idempotency;
+        let idempotency_header = HeaderName::from_bytes(idempotency.header.as_bytes()).ok();
+        if idempotency.enabled && idempotency_header.is_none() {
+            let allowed = "a header name made of letters, digits and - _ .";
+            problem("idempotency.header", &idempotency.header, allowed);
+        }
+
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -429,6 +483,13 @@ impl Config {
                 .dead_letter_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DEAD_LETTER_DIR)),
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            idempotency: idempotency_header
+                .filter(|_| idempotency.enabled)
+                .map(|header| (header, idempotency.key)),
             progress: self.progress,
             http: HttpSettings {
                 concurrency,

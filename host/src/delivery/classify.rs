@@ -1,7 +1,8 @@
 //! Fault classification: which failed attempts are worth another attempt.
 //!
-//! Transient faults are connection errors, timeouts, 5xx, 408 and 429: the
-//! same request may succeed later. Permanent faults are every other 4xx: the
+//! Transient faults are connection errors, timeouts, 5xx, 408, 429 and 409:
+//! the same request may succeed later. Idempotency-aware servers answer 409
+//! while an earlier request with the same key is still in progress. Permanent faults are every other 4xx: the
 //! request itself is wrong and sending it again changes nothing. Other
 //! non-success statuses (1xx and unfollowed 3xx) are permanent too, because
 //! retrying them cannot succeed either.
@@ -31,6 +32,12 @@ pub enum Fault {
     /// The request could not be built or sent for a reason that will not
     /// change on retry, such as an invalid header value from a plugin.
     Request(String),
+    /// The plugin's `classify` function judged the response.
+    Plugin {
+        status: StatusCode,
+        transient: bool,
+        reason: String,
+    },
 }
 
 impl Fault {
@@ -55,6 +62,10 @@ impl Fault {
             Fault::Status(status) => classify_status(*status),
             Fault::Timeout | Fault::Connection(_) => FaultKind::Transient,
             Fault::Request(_) => FaultKind::Permanent,
+            Fault::Plugin {
+                transient: true, ..
+            } => FaultKind::Transient,
+            Fault::Plugin { .. } => FaultKind::Permanent,
         }
     }
 
@@ -66,7 +77,7 @@ impl Fault {
     /// Returns the HTTP status, when the server answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            Fault::Status(status) => Some(*status),
+            Fault::Status(status) | Fault::Plugin { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -79,6 +90,7 @@ impl fmt::Display for Fault {
             Fault::Timeout => f.write_str("request timed out"),
             Fault::Connection(detail) => write!(f, "connection failed: {detail}"),
             Fault::Request(detail) => write!(f, "invalid request: {detail}"),
+            Fault::Plugin { status, reason, .. } => write!(f, "HTTP {status} ({reason})"),
         }
     }
 }
@@ -88,6 +100,7 @@ pub fn classify_status(status: StatusCode) -> FaultKind {
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::CONFLICT
     {
         FaultKind::Transient
     } else {
@@ -134,7 +147,7 @@ mod tests {
 
     #[test]
     fn other_client_errors_are_permanent() {
-        for code in [400, 401, 403, 404, 405, 409, 410, 413, 422, 451] {
+        for code in [400, 401, 403, 404, 405, 410, 413, 422, 451] {
             let status = StatusCode::from_u16(code).unwrap();
             assert_eq!(classify_status(status), FaultKind::Permanent, "{code}");
         }

@@ -15,13 +15,14 @@ pub mod breaker;
 pub mod classify;
 pub mod retry_after;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use self::backoff::{Backoff, BackoffPolicy};
 use self::breaker::{Breaker, Exhausted, Role, Transition};
@@ -31,6 +32,8 @@ use crate::config::HttpSettings;
 
 /// How many bytes of an error response body are kept for reports.
 const ERROR_BODY_LIMIT: usize = 512;
+/// How many bytes of an error response body a plugin's `classify` sees.
+const CLASSIFY_BODY_LIMIT: usize = 64 * 1024;
 
 /// Validated retry settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -65,8 +68,12 @@ pub struct FailureDetail {
 /// How a record's delivery ended.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    /// A 2xx response arrived.
+    /// A 2xx response arrived, or the plugin judged another response as
+    /// delivered.
     Delivered { status: StatusCode },
+    /// The run is shutting down: no further attempt was made, and the
+    /// record is neither delivered nor dead-lettered.
+    Abandoned,
     /// A permanent fault: the record needs a fix, not a retry.
     Rejected(FailureDetail),
     /// Transient faults until the retries ran out.
@@ -84,6 +91,8 @@ pub struct Delivery {
 /// Something that happened while delivering one record.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// The first attempt is about to go on the wire.
+    FirstAttempt,
     /// A transient fault; the next attempt follows after `delay`.
     Retry {
         attempt: u32,
@@ -96,6 +105,21 @@ pub enum Event {
     HeldByBreaker { attempt: u32 },
     /// This request's result changed the breaker's state.
     Breaker(Transition),
+}
+
+/// A plugin's judgement of a response that is not a 2xx success.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered(String),
+    Retry(String),
+    RetryAfter(Duration, String),
+    Permanent(String),
+}
+
+/// Classifies responses before the host's own rules apply.
+pub trait Classify: Send + Sync {
+    /// Returns a verdict, or `None` to let the host's rules decide.
+    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<Verdict>;
 }
 
 /// A counter that the sender keeps up to date for progress display.
@@ -114,6 +138,21 @@ pub struct Sender {
     breaker: Arc<Breaker>,
     retry: RetryPolicy,
     in_flight: Arc<dyn InFlight>,
+    classifier: Option<Arc<dyn Classify>>,
+    idempotency_header: Option<HeaderName>,
+    warned_unkeyed_post: AtomicBool,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Optional parts of a [`Sender`].
+#[derive(Default)]
+pub struct SenderOptions {
+    /// The plugin's response classifier.
+    pub classifier: Option<Arc<dyn Classify>>,
+    /// The header that carries idempotency keys, when they are on.
+    pub idempotency_header: Option<HeaderName>,
+    /// Turns true when the run must stop starting new attempts.
+    pub shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl Sender {
@@ -127,6 +166,7 @@ impl Sender {
         retry: RetryPolicy,
         breaker: Arc<Breaker>,
         in_flight: Arc<dyn InFlight>,
+        options: SenderOptions,
     ) -> anyhow::Result<Sender> {
         let client = reqwest::Client::builder()
             .timeout(http.timeout)
@@ -142,6 +182,11 @@ impl Sender {
             breaker,
             retry,
             in_flight,
+            classifier: options.classifier,
+            idempotency_header: options.idempotency_header,
+            warned_unkeyed_post: AtomicBool::new(false),
+            // A sender without a shutdown signal never stops early.
+            shutdown: options.shutdown.unwrap_or_else(|| watch::channel(false).1),
         })
     }
 
@@ -173,8 +218,22 @@ impl Sender {
         // request waited for the breaker or became the probe.
         let mut round = 0u32;
 
+        let mut shutdown = self.shutdown.clone();
         loop {
-            let admission = self.breaker.admit(role).await;
+            let admission = tokio::select! {
+                admission = self.breaker.admit(role) => admission,
+                _ = crate::shutdown::stopped(&mut shutdown) => {
+                    self.breaker.release_probe(role);
+                    return Delivery { outcome: Outcome::Abandoned, attempts };
+                }
+            };
+            if *shutdown.borrow() {
+                self.breaker.release_probe(admission.role);
+                return Delivery {
+                    outcome: Outcome::Abandoned,
+                    attempts,
+                };
+            }
             if let Some(transition) = admission.transition {
                 on_event(Event::Breaker(transition));
             }
@@ -189,7 +248,19 @@ impl Sender {
             attempts += 1;
             round += 1;
 
-            let result = self.attempt(request).await;
+            // Requests queue here for a concurrency slot; one that gets a
+            // slot after the stop signal is left for the next run.
+            let slot = tokio::select! {
+                slot = self.slots.acquire() => slot.expect("semaphore is never closed"),
+                _ = crate::shutdown::stopped(&mut shutdown) => {
+                    self.breaker.release_probe(role);
+                    return Delivery { outcome: Outcome::Abandoned, attempts: attempts - 1 };
+                }
+            };
+            if attempts == 1 {
+                on_event(Event::FirstAttempt);
+            }
+            let result = self.attempt(request, slot).await;
             let (fault, retry_after) = match result {
                 Ok(status) => {
                     if let Some(transition) = self.breaker.record_success(role) {
@@ -214,13 +285,20 @@ impl Sender {
                 let delay = retry_after
                     .map(|delay| delay.min(self.retry.max_retry_after))
                     .unwrap_or(backoff_delay);
+                self.warn_unkeyed_post(request);
                 on_event(Event::Retry {
                     attempt: attempts,
                     max_attempts,
                     fault: fault.fault.clone(),
                     delay,
                 });
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::shutdown::stopped(&mut shutdown) => {
+                        self.breaker.release_probe(role);
+                        return Delivery { outcome: Outcome::Abandoned, attempts };
+                    }
+                }
                 continue;
             }
 
@@ -242,18 +320,31 @@ impl Sender {
         }
     }
 
+    /// Warns once per run that POSTs are retried without idempotency keys,
+    /// because each retry after a lost response may create a duplicate.
+    fn warn_unkeyed_post(&self, request: &PreparedRequest) {
+        let keyed = self
+            .idempotency_header
+            .as_ref()
+            .is_some_and(|name| request.headers.contains_key(name));
+        if request.method == Method::POST
+            && !keyed
+            && !self.warned_unkeyed_post.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "retrying POST requests without idempotency keys; a retry after a lost \
+                 response may create a duplicate"
+            );
+        }
+    }
+
     /// Sends one attempt and reads the whole response within the timeout.
     /// On failure, returns the fault and any `Retry-After` delay.
     async fn attempt(
         &self,
         request: &PreparedRequest,
+        _slot: tokio::sync::SemaphorePermit<'_>,
     ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
         self.in_flight.started();
         let result = self.exchange(request).await;
         self.in_flight.finished();
@@ -295,15 +386,66 @@ impl Sender {
         };
         // Reading the body keeps the connection reusable and makes a body
         // that stalls past the timeout count as a timeout.
+        let headers = response.headers().clone();
         let body = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             return Ok(status);
         }
 
         let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]);
+        let mut text = text.trim().to_owned();
+        let keyed = self
+            .idempotency_header
+            .as_ref()
+            .is_some_and(|name| request.headers.contains_key(name));
+        if status == StatusCode::UNPROCESSABLE_ENTITY && keyed {
+            // Idempotency-aware servers answer 422 when a key comes back
+            // with another payload, which retrying cannot fix. Other
+            // servers use 422 for invalid payloads, so name both.
+            text = format!(
+                "idempotency key reused with a different payload, or an invalid payload: {text}"
+            );
+        }
+        let body_text = (!text.is_empty()).then_some(text);
+
+        let verdict = self.classifier.as_ref().and_then(|classifier| {
+            let limit = body.len().min(CLASSIFY_BODY_LIMIT);
+            classifier.classify(status, &headers, &body[..limit])
+        });
+        let (fault, retry_after) = match verdict {
+            None => (Fault::Status(status), retry_after),
+            Some(Verdict::Delivered(reason)) => {
+                tracing::debug!(status = status.as_u16(), reason = %reason, "plugin judged response as delivered");
+                return Ok(status);
+            }
+            Some(Verdict::Retry(reason)) => (
+                Fault::Plugin {
+                    status,
+                    transient: true,
+                    reason,
+                },
+                None,
+            ),
+            Some(Verdict::RetryAfter(delay, reason)) => (
+                Fault::Plugin {
+                    status,
+                    transient: true,
+                    reason,
+                },
+                Some(delay),
+            ),
+            Some(Verdict::Permanent(reason)) => (
+                Fault::Plugin {
+                    status,
+                    transient: false,
+                    reason,
+                },
+                None,
+            ),
+        };
         let detail = FailureDetail {
-            fault: Fault::Status(status),
-            body: (!text.trim().is_empty()).then(|| text.trim().to_owned()),
+            fault,
+            body: body_text,
         };
         Err((detail, retry_after))
     }

@@ -63,7 +63,8 @@ fn sender(retry: RetryPolicy, threshold: u32, timeout: Duration) -> Sender {
         failure_threshold: NonZeroU32::new(threshold).unwrap(),
         open_duration: Duration::from_millis(200),
     }));
-    Sender::new(&http(timeout), retry, breaker, Arc::new(NoCount)).unwrap()
+    let options = SenderOptions::default();
+    Sender::new(&http(timeout), retry, breaker, Arc::new(NoCount), options).unwrap()
 }
 
 async fn server_with(statuses: &[u16], retry_after: Option<&'static str>) -> MockServer {
@@ -89,7 +90,11 @@ fn put(server: &MockServer) -> PreparedRequest {
 async fn deliver(sender: &Sender, request: &PreparedRequest) -> (Delivery, Vec<Event>) {
     let mut events = Vec::new();
     let delivery = sender
-        .deliver(request, 0, &mut |event| events.push(event))
+        .deliver(request, 0, &mut |event| {
+            if !matches!(event, Event::FirstAttempt) {
+                events.push(event);
+            }
+        })
         .await;
     (delivery, events)
 }

@@ -1,44 +1,84 @@
-//! The sending side of a file: per-key ordering, delivery tasks and
-//! dead letters.
+//! The sending side of a file: per-key ordering, delivery tasks, dead
+//! letters and progress checkpoints.
 //!
 //! Ordering rule: records with the same non-empty key are sent one at a
 //! time, in file order. A record whose key has one in flight waits in that
 //! key's queue. When a record is dead-lettered, every later record with the
 //! same key in this file goes to the dead-letter file after it instead of
 //! being sent, so reprocessing the dead letters, which replays them in
-//! order, can never let an older value overwrite a newer one.
+//! order, can never let an older value overwrite a newer one. The rule
+//! holds across restarts: a resumed run learns from the sidecars which
+//! records of this file were dead-lettered before.
 //!
 //! At most `max_pending` records are held between reading and completion;
 //! beyond that, the dispatcher stops taking messages and the reader blocks.
+//!
+//! Checkpoints: a record counts as handled once it is delivered, or once
+//! the dead-letter sink has synced it to disk. The [`Watermark`] of handled
+//! records goes to the ledger at most every [`CHECKPOINT_INTERVAL`] and at
+//! the end of the file.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use reqwest::header::{HeaderName, HeaderValue};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use super::reader::{Item, Message};
-use crate::dead_letter::{DeadLetterSink, Kind, SidecarEntry, SIDECAR_VERSION};
+use crate::dead_letter::{DeadLetterSink, Kind, SidecarEntry, Written, SIDECAR_VERSION};
 use crate::delivery::breaker::{BreakerState, Transition};
 use crate::delivery::{Delivery, Event, Outcome, PreparedRequest, Sender};
+use crate::ledger::{Ledger, LedgerEntry, Watermark, LEDGER_VERSION};
 use crate::plugin::{Position, Record};
 use crate::report::{Counters, FileReport};
 
-/// Where a record originally came from, for sidecar entries.
+/// Minimum time between two ledger writes for one file.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where a record originally came from, for sidecar entries and keys.
 #[derive(Clone, Debug)]
 pub struct Origin {
     pub source: String,
     pub record: u64,
     pub line: u64,
+    /// The idempotency key of the record's requests.
+    pub idempotency_key: String,
 }
 
-/// Maps a position in the file being read to the record's origin. For a
-/// first run that is the file itself; for a dead-letter file it is the
-/// source named in the sidecar.
-pub trait Origins: Send {
-    fn origin(&self, position: &Position) -> Origin;
+/// Maps a record of the file being read to its origin. For a first run
+/// that is the file itself; for a dead-letter file it is the source named
+/// in the sidecar.
+pub trait Origins: Send + Sync {
+    fn origin(&self, record: &Record) -> Origin;
+
+    /// Returns whether a record has no sidecar line: a record written just
+    /// before a crash, which never counted as handled and is not sent.
+    fn orphaned(&self, _record_number: u64) -> bool {
+        false
+    }
+}
+
+/// What an earlier run of the same file already did.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Every record up to this number is handled.
+    pub skip_through: u64,
+    /// The highest record number sent at least once.
+    pub dispatched_through: u64,
+    /// Records already in dead-letter or rejected files.
+    pub written: Written,
+}
+
+/// Where the dispatcher records its progress.
+pub struct Checkpoint {
+    pub ledger: Ledger,
+    pub input: PathBuf,
+    pub fingerprint: String,
 }
 
 struct Pending {
@@ -51,62 +91,73 @@ struct Finished {
     delivery: Delivery,
 }
 
+/// The fixed parts of a [`Dispatcher`].
+pub struct DispatchContext<'a> {
+    pub sender: Arc<Sender>,
+    pub sink: &'a mut DeadLetterSink,
+    pub origins: &'a dyn Origins,
+    pub counters: Arc<Counters>,
+    pub max_pending: usize,
+    pub span: tracing::Span,
+    pub idempotency_header: Option<HeaderName>,
+    pub checkpoint: Checkpoint,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Sends the records of one file and writes its dead letters.
 pub struct Dispatcher<'a> {
-    sender: Arc<Sender>,
-    sink: &'a mut DeadLetterSink,
-    origins: &'a dyn Origins,
-    counters: Arc<Counters>,
-    max_pending: usize,
-    span: tracing::Span,
+    context: DispatchContext<'a>,
     tasks: JoinSet<Finished>,
     // A key is present while one of its records is in flight; the queue
     // holds its later records.
     queues: HashMap<String, VecDeque<Pending>>,
-    // Keys with a dead-lettered record in this file.
-    poisoned: HashSet<String>,
+    // Keys with a dead-lettered record, and the record's number: later
+    // records of the key follow it into the dead-letter file.
+    poisoned: HashMap<String, u64>,
     // Records in flight or queued behind their key.
     pending: usize,
+    resume: Resume,
+    watermark: Watermark,
+    // Handled records whose dead-letter writes await the next sync.
+    unsynced: Vec<u64>,
+    // The highest record number sent at least once, updated by the
+    // delivery tasks as first attempts go out.
+    dispatched_through: Arc<AtomicU64>,
+    last_checkpoint: Option<(Instant, u64)>,
     report: FileReport,
 }
 
 impl<'a> Dispatcher<'a> {
     /// Creates a dispatcher whose report starts from `report`.
-    pub fn new(
-        sender: Arc<Sender>,
-        sink: &'a mut DeadLetterSink,
-        origins: &'a dyn Origins,
-        counters: Arc<Counters>,
-        max_pending: usize,
-        span: tracing::Span,
-        report: FileReport,
-    ) -> Self {
+    pub fn new(context: DispatchContext<'a>, resume: Resume, report: FileReport) -> Self {
+        let poisoned = resume.written.dead_keys.clone();
         Dispatcher {
-            sender,
-            sink,
-            origins,
-            counters,
-            max_pending,
-            span,
+            context,
             tasks: JoinSet::new(),
             queues: HashMap::new(),
-            poisoned: HashSet::new(),
+            poisoned,
             pending: 0,
+            watermark: Watermark::starting_at(resume.skip_through),
+            dispatched_through: Arc::new(AtomicU64::new(resume.dispatched_through)),
+            resume,
+            unsynced: Vec::new(),
+            last_checkpoint: None,
             report,
         }
     }
 
-    /// Consumes the reader's messages until the file is done and every
-    /// record is delivered or durably written to a dead-letter file.
+    /// Consumes the reader's messages until the file is done, or the run
+    /// is stopping, and every record sent is finished.
     ///
     /// # Errors
     ///
-    /// Fails only when a dead-letter file cannot be written.
+    /// Fails only when a dead-letter file or the ledger cannot be written.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Message>) -> std::io::Result<FileReport> {
         let mut reading = true;
+        let mut shutdown = self.context.shutdown.clone();
         while reading || !self.tasks.is_empty() {
             tokio::select! {
-                message = rx.recv(), if reading && self.pending < self.max_pending => {
+                message = rx.recv(), if reading && self.pending < self.context.max_pending => {
                     match message {
                         None => reading = false,
                         Some(message) => reading = self.on_message(message)?,
@@ -117,12 +168,28 @@ impl<'a> Dispatcher<'a> {
                     while let Some(joined) = self.tasks.try_join_next() {
                         self.on_finished(joined.expect("delivery tasks do not panic"))?;
                     }
-                    self.sink.sync()?;
+                    self.sync()?;
+                }
+                _ = crate::shutdown::stopped(&mut shutdown), if !self.report.interrupted => {
+                    // Stop reading; tasks finish their current attempt.
+                    self.report.interrupted = true;
+                    reading = false;
+                    rx.close();
                 }
             }
         }
-        self.sink.sync()?;
-        let files = self.sink.files().into_iter().map(|(_, path, _)| path);
+        self.sync()?;
+        let completed = !self.report.interrupted
+            && self.report.error.is_none()
+            && self.watermark.is_caught_up();
+        self.save_checkpoint(completed, true)?;
+        self.report.completed = completed;
+        let files = self
+            .context
+            .sink
+            .files()
+            .into_iter()
+            .map(|(_, path, _)| path);
         self.report.dead_letter_files = files.collect();
         Ok(self.report)
     }
@@ -130,7 +197,7 @@ impl<'a> Dispatcher<'a> {
     /// Handles one message; returns whether more messages follow.
     fn on_message(&mut self, message: Message) -> std::io::Result<bool> {
         match message {
-            Message::Preamble(preamble) => self.sink.set_preamble(preamble),
+            Message::Preamble(preamble) => self.context.sink.set_preamble(preamble),
             Message::Stopped { position, message } => {
                 let at = position
                     .map(|p| format!(" (after record {}, line {})", p.record_number, p.line))
@@ -140,38 +207,84 @@ impl<'a> Dispatcher<'a> {
             }
             Message::Items(items) => {
                 for item in items {
-                    self.report.records += 1;
-                    match item {
-                        Item::Ready { record, request } => {
-                            self.submit(Pending { record, request })?
-                        }
-                        Item::Unsendable { record, reason } => {
-                            let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
-                            self.write(&record.raw, entry)?;
-                        }
-                        Item::Malformed(bad) => {
-                            let record = Record {
-                                position: bad.position,
-                                key: String::new(),
-                                raw: bad.raw,
-                            };
-                            let reason = format!("malformed record: {}", bad.message);
-                            let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
-                            self.write(&record.raw, entry)?;
-                        }
-                    }
+                    self.on_item(item)?;
                 }
-                self.sink.sync()?;
+                self.sync()?;
             }
         }
         Ok(true)
+    }
+
+    fn on_item(&mut self, item: Item) -> std::io::Result<()> {
+        let record_number = match &item {
+            Item::Ready { record, .. } | Item::Unsendable { record, .. } => {
+                record.position.record_number
+            }
+            Item::Malformed(bad) => bad.position.record_number,
+        };
+        self.report.records += 1;
+        if record_number <= self.resume.skip_through {
+            self.report.skipped += 1;
+            return Ok(());
+        }
+        self.watermark.read(record_number);
+        if self.resume.written.records.contains(&record_number) {
+            self.report.skipped += 1;
+            self.unsynced.push(record_number);
+            return Ok(());
+        }
+        if self.context.origins.orphaned(record_number) {
+            tracing::warn!(
+                record = record_number,
+                "skipping a record without a sidecar line, left by a crash; its source's rerun \
+                 sends it"
+            );
+            self.report.skipped += 1;
+            self.unsynced.push(record_number);
+            return Ok(());
+        }
+
+        match item {
+            Item::Ready {
+                record,
+                mut request,
+            } => {
+                if let Some(header) = &self.context.idempotency_header {
+                    let key = self.context.origins.origin(&record).idempotency_key;
+                    if let Ok(value) = HeaderValue::from_str(&key) {
+                        request.headers.insert(header.clone(), value);
+                    }
+                }
+                self.submit(Pending { record, request })
+            }
+            Item::Unsendable { record, reason } => {
+                let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
+                self.write(&record, entry)
+            }
+            Item::Malformed(bad) => {
+                let record = Record {
+                    position: bad.position,
+                    key: String::new(),
+                    raw: bad.raw,
+                };
+                let reason = format!("malformed record: {}", bad.message);
+                let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
+                self.write(&record, entry)
+            }
+        }
+    }
+
+    fn is_poisoned(&self, record: &Record) -> bool {
+        self.poisoned
+            .get(&record.key)
+            .is_some_and(|from| record.position.record_number > *from)
     }
 
     fn submit(&mut self, pending: Pending) -> std::io::Result<()> {
         let key = &pending.record.key;
         if key.is_empty() {
             self.spawn(pending);
-        } else if self.poisoned.contains(key) {
+        } else if self.is_poisoned(&pending.record) {
             self.dead_letter_behind(pending)?;
         } else if let Some(queue) = self.queues.get_mut(key) {
             self.pending += 1;
@@ -185,13 +298,18 @@ impl<'a> Dispatcher<'a> {
 
     fn spawn(&mut self, pending: Pending) {
         self.pending += 1;
-        let sender = self.sender.clone();
-        let counters = self.counters.clone();
+        let sender = self.context.sender.clone();
+        let counters = self.context.counters.clone();
+        let dispatched = self.dispatched_through.clone();
         let task = async move {
             let position = pending.record.position;
             let key = pending.record.key.clone();
             let mut retrying = false;
             let mut on_event = |event: Event| {
+                if let Event::FirstAttempt = event {
+                    dispatched.fetch_max(position.record_number, Relaxed);
+                    return;
+                }
                 if matches!(event, Event::Retry { .. }) && !retrying {
                     retrying = true;
                     counters.retrying.fetch_add(1, Relaxed);
@@ -205,7 +323,7 @@ impl<'a> Dispatcher<'a> {
             }
             Finished { pending, delivery }
         };
-        self.tasks.spawn(task.instrument(self.span.clone()));
+        self.tasks.spawn(task.instrument(self.context.span.clone()));
     }
 
     fn on_finished(&mut self, finished: Finished) -> std::io::Result<()> {
@@ -214,6 +332,10 @@ impl<'a> Dispatcher<'a> {
         let record = &pending.record;
         let attempts = delivery.attempts;
         self.report.retries += u64::from(attempts.saturating_sub(1));
+        let record_number = record.position.record_number;
+        if attempts > 0 && record_number <= self.resume.dispatched_through {
+            self.report.replayed += 1;
+        }
 
         match delivery.outcome {
             Outcome::Delivered { .. } => {
@@ -223,7 +345,13 @@ impl<'a> Dispatcher<'a> {
                 } else {
                     self.report.delivered_after_retries += 1;
                 }
-                self.counters.delivered.fetch_add(1, Relaxed);
+                self.context.counters.delivered.fetch_add(1, Relaxed);
+                self.unsynced.push(record.position.record_number);
+            }
+            Outcome::Abandoned => {
+                // Not handled: the ledger stays below it, and the rerun
+                // sends it again under the same idempotency key.
+                self.report.abandoned += 1;
             }
             Outcome::Exhausted(detail) => {
                 let status = detail.fault.status().map(|s| s.as_u16());
@@ -238,9 +366,11 @@ impl<'a> Dispatcher<'a> {
                     "record dead-lettered after running out of retries"
                 );
                 let entry = self.entry(Kind::DeadLetter, record, attempts, status, error);
-                self.write(&record.raw, entry)?;
+                self.write(record, entry)?;
                 if !record.key.is_empty() {
-                    self.poisoned.insert(record.key.clone());
+                    let from = record.position.record_number;
+                    let lowest = self.poisoned.entry(record.key.clone()).or_insert(from);
+                    *lowest = (*lowest).min(from);
                 }
             }
             Outcome::Rejected(detail) => {
@@ -256,7 +386,7 @@ impl<'a> Dispatcher<'a> {
                     "record rejected by the API"
                 );
                 let entry = self.entry(Kind::Rejected, record, attempts, status, error);
-                self.write(&record.raw, entry)?;
+                self.write(record, entry)?;
             }
         }
 
@@ -277,7 +407,7 @@ impl<'a> Dispatcher<'a> {
                 return Ok(());
             };
             self.pending -= 1;
-            if self.poisoned.contains(key) {
+            if self.is_poisoned(&next.record) {
                 self.dead_letter_behind(next)?;
             } else {
                 self.spawn(next);
@@ -295,7 +425,7 @@ impl<'a> Dispatcher<'a> {
             "record dead-lettered behind an earlier record with the same key"
         );
         let entry = self.entry(Kind::DeadLetter, &pending.record, 0, None, reason);
-        self.write(&pending.record.raw, entry)
+        self.write(&pending.record, entry)
     }
 
     fn entry(
@@ -306,7 +436,7 @@ impl<'a> Dispatcher<'a> {
         status: Option<u16>,
         error: String,
     ) -> SidecarEntry {
-        let origin = self.origins.origin(&record.position);
+        let origin = self.context.origins.origin(record);
         SidecarEntry {
             version: SIDECAR_VERSION,
             kind,
@@ -318,10 +448,13 @@ impl<'a> Dispatcher<'a> {
             status,
             error,
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            idempotency_key: Some(origin.idempotency_key),
+            input_fingerprint: Some(self.context.checkpoint.fingerprint.clone()),
+            input_record: Some(record.position.record_number),
         }
     }
 
-    fn write(&mut self, raw: &[u8], entry: SidecarEntry) -> std::io::Result<()> {
+    fn write(&mut self, record: &Record, entry: SidecarEntry) -> std::io::Result<()> {
         if entry.attempts == 0 {
             tracing::warn!(
                 record = entry.record,
@@ -333,20 +466,56 @@ impl<'a> Dispatcher<'a> {
         match entry.kind {
             Kind::DeadLetter => {
                 self.report.dead_lettered += 1;
-                self.counters.dead_lettered.fetch_add(1, Relaxed);
+                self.context.counters.dead_lettered.fetch_add(1, Relaxed);
             }
             Kind::Rejected => {
                 self.report.rejected += 1;
-                self.counters.rejected.fetch_add(1, Relaxed);
+                self.context.counters.rejected.fetch_add(1, Relaxed);
             }
         }
-        self.sink.write(raw, &entry).map_err(|err| {
+        self.unsynced.push(record.position.record_number);
+        self.context.sink.write(&record.raw, &entry).map_err(|err| {
             let message = format!(
                 "failed to write record {} (line {}) to the dead-letter directory: {err}",
                 entry.record, entry.line
             );
             std::io::Error::new(err.kind(), message)
         })
+    }
+
+    /// Flushes dead letters, then counts the records they complete as
+    /// handled and checkpoints when it is time.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.context.sink.sync()?;
+        for record in self.unsynced.drain(..) {
+            self.watermark.handled(record);
+        }
+        self.save_checkpoint(false, false)
+    }
+
+    fn save_checkpoint(&mut self, completed: bool, force: bool) -> std::io::Result<()> {
+        let through = self.watermark.through();
+        if let Some((at, saved)) = self.last_checkpoint {
+            let due = at.elapsed() >= CHECKPOINT_INTERVAL && saved != through;
+            if !force && !due {
+                return Ok(());
+            }
+        } else if !force && through == self.resume.skip_through {
+            return Ok(());
+        }
+        let checkpoint = &self.context.checkpoint;
+        let entry = LedgerEntry {
+            version: LEDGER_VERSION,
+            path: checkpoint.input.display().to_string(),
+            fingerprint: checkpoint.fingerprint.clone(),
+            handled_through: through,
+            dispatched_through: self.dispatched_through.load(Relaxed),
+            completed,
+            updated: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        checkpoint.ledger.store(&checkpoint.input, &entry)?;
+        self.last_checkpoint = Some((Instant::now(), through));
+        Ok(())
     }
 }
 
@@ -377,6 +546,7 @@ fn log_event(event: &Event, position: &Position, key: &str) {
             error = %fault,
             "retrying request"
         ),
+        Event::FirstAttempt => {}
         Event::HeldByBreaker { attempt } => tracing::debug!(
             record,
             line,

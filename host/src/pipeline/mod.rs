@@ -2,8 +2,11 @@
 //! thread, sent by async tasks, with dead letters written as records fail.
 //!
 //! `sluice run` feeds it source files; `sluice reprocess` feeds it
-//! dead-letter files, whose sidecars keep each record's original source
-//! and position, and removes each one once all its records are handled.
+//! dead-letter files, whose sidecars keep each record's original source,
+//! position and idempotency key, and removes each one once all its records
+//! are handled. Before a file starts, its fingerprint is looked up in the
+//! ledger: a completed file is skipped, an interrupted one resumes after
+//! the last record it handled, and a changed one starts over.
 
 mod dispatch;
 mod reader;
@@ -12,16 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
-use self::dispatch::{Dispatcher, Origin, Origins};
+use self::dispatch::{Checkpoint, DispatchContext, Dispatcher, Origin, Origins, Resume};
 use self::reader::ReaderContext;
-use crate::config::Settings;
+use crate::config::{KeySource, Settings};
 use crate::dead_letter::{self, DeadLetterName, DeadLetterSink, SidecarEntry};
 use crate::delivery::breaker::Breaker;
-use crate::delivery::Sender;
-use crate::plugin::{Plugin, Position};
+use crate::delivery::{Sender, SenderOptions};
+use crate::identity;
+use crate::ledger::Ledger;
+use crate::plugin::{Classifier, Plugin, Record};
 use crate::report::{Counters, FileReport, RunReport};
 
 /// Messages of parsed records buffered between reader and dispatcher.
@@ -52,11 +57,16 @@ pub struct Pipeline {
     sender: Arc<Sender>,
     breaker: Arc<Breaker>,
     counters: Arc<Counters>,
+    ledger: Ledger,
+    force: bool,
+    shutdown: watch::Receiver<bool>,
     run_id: String,
 }
 
 impl Pipeline {
-    /// Prepares a run with a loaded, configured plugin.
+    /// Prepares a run with a loaded, configured plugin. `shutdown` turns
+    /// true when the run must stop; `force` ingests files again that the
+    /// ledger shows as completed.
     ///
     /// # Errors
     ///
@@ -65,20 +75,32 @@ impl Pipeline {
         settings: Settings,
         plugin: Plugin,
         counters: Arc<Counters>,
+        shutdown: watch::Receiver<bool>,
+        force: bool,
     ) -> anyhow::Result<Self> {
+        let plugin = Arc::new(plugin);
         let breaker = Arc::new(Breaker::new(settings.breaker));
+        let options = SenderOptions {
+            classifier: Some(Arc::new(Classifier::new(plugin.clone()))),
+            idempotency_header: settings.idempotency.as_ref().map(|(name, _)| name.clone()),
+            shutdown: Some(shutdown.clone()),
+        };
         let sender = Sender::new(
             &settings.http,
             settings.retry,
             breaker.clone(),
             counters.clone(),
+            options,
         )?;
         Ok(Pipeline {
+            ledger: Ledger::new(&settings.state_dir),
             settings,
-            plugin: Arc::new(plugin),
+            plugin,
             sender: Arc::new(sender),
             breaker,
             counters,
+            force,
+            shutdown,
             run_id: dead_letter::new_run_id(),
         })
     }
@@ -88,21 +110,30 @@ impl Pipeline {
         &self.breaker
     }
 
-    /// Ingests every input in order and reports on each.
+    /// Ingests every input in order and reports on each, until the inputs
+    /// end or the run is stopped.
     ///
     /// # Errors
     ///
-    /// Fails only when a dead-letter file cannot be written, because going
-    /// on would lose records.
+    /// Fails only when a dead-letter file or the ledger cannot be written,
+    /// because going on could lose records.
     pub async fn run(&self, inputs: &[Input]) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
         for (index, input) in inputs.iter().enumerate() {
-            self.breaker.wait_until_not_open().await;
+            if *self.shutdown.borrow() {
+                break;
+            }
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = self.breaker.wait_until_not_open() => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => break,
+            }
             let file = self.run_file(input, index).await?;
             if let InputKind::DeadLetter { .. } = input.kind {
-                if file.error.is_none() {
+                if file.completed {
                     remove_dead_letter(&input.path)?;
+                    self.ledger.remove(&input.path)?;
                 }
             }
             if let Some(error) = &file.error {
@@ -117,35 +148,63 @@ impl Pipeline {
 
     async fn run_file(&self, input: &Input, index: usize) -> anyhow::Result<FileReport> {
         let span = tracing::info_span!("file", file = %input.path.display());
-        span.in_scope(|| tracing::info!("ingesting file"));
+        let mut report = FileReport {
+            path: input.path.clone(),
+            ..FileReport::default()
+        };
 
-        let (stem, extension, origins): (String, String, Box<dyn Origins + Sync>) =
-            match &input.kind {
-                InputKind::Source => {
-                    let stem = input
-                        .path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "input".to_owned());
-                    let extension = input
-                        .path
-                        .extension()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .or_else(|| self.plugin.info().extensions.first().cloned())
-                        .unwrap_or_else(|| "dat".to_owned());
-                    let origins = SourceOrigins {
-                        source: input.path.display().to_string(),
-                    };
-                    (stem, extension, Box::new(origins))
-                }
-                InputKind::DeadLetter { name, entries } => {
-                    let origins = SidecarOrigins {
-                        fallback: input.path.display().to_string(),
-                        entries: entries.clone(),
-                    };
-                    (name.stem.clone(), name.extension.clone(), Box::new(origins))
-                }
-            };
+        let path = input.path.clone();
+        let fingerprint = tokio::task::spawn_blocking(move || identity::fingerprint_file(&path))
+            .await
+            .expect("fingerprinting does not panic");
+        let fingerprint = match fingerprint {
+            Ok(fingerprint) => fingerprint,
+            Err(err) => {
+                report.error = Some(format!("cannot read: {err}"));
+                return Ok(report);
+            }
+        };
+        let Some(resume) = self.resume_point(input, &fingerprint, &span)? else {
+            report.already_completed = true;
+            report.completed = true;
+            return Ok(report);
+        };
+
+        let key_source = self
+            .settings
+            .idempotency
+            .as_ref()
+            .map_or(KeySource::Position, |(_, source)| *source);
+        let (stem, extension, origins): (String, String, Box<dyn Origins>) = match &input.kind {
+            InputKind::Source => {
+                let stem = input
+                    .path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "input".to_owned());
+                let extension = input
+                    .path
+                    .extension()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .or_else(|| self.plugin.info().extensions.first().cloned())
+                    .unwrap_or_else(|| "dat".to_owned());
+                let origins = SourceOrigins {
+                    source: input.path.display().to_string(),
+                    fingerprint: fingerprint.clone(),
+                    key_source,
+                };
+                (stem, extension, Box::new(origins))
+            }
+            InputKind::DeadLetter { name, entries } => {
+                let origins = SidecarOrigins {
+                    fallback: input.path.display().to_string(),
+                    entries: entries.clone(),
+                    fingerprint: fingerprint.clone(),
+                    key_source,
+                };
+                (name.stem.clone(), name.extension.clone(), Box::new(origins))
+            }
+        };
         let run_id = format!("{}-{index:04}", self.run_id);
         let separator = self.plugin.info().record_separator.clone();
         let mut sink = DeadLetterSink::new(
@@ -165,25 +224,32 @@ impl Pipeline {
             breaker: self.breaker.clone(),
             counters: self.counters.clone(),
             runtime: tokio::runtime::Handle::current(),
+            shutdown: self.shutdown.clone(),
         };
         let path = input.path.clone();
         let reader = tokio::task::spawn_blocking(move || reader::read_file(&path, &context, tx));
 
         let concurrency = self.settings.http.concurrency.get();
-        let max_pending = (concurrency * 4).max(64);
-        let report = FileReport {
-            path: input.path.clone(),
-            ..FileReport::default()
+        let context = DispatchContext {
+            sender: self.sender.clone(),
+            sink: &mut sink,
+            origins: origins.as_ref(),
+            counters: self.counters.clone(),
+            max_pending: (concurrency * 4).max(64),
+            span: span.clone(),
+            idempotency_header: self
+                .settings
+                .idempotency
+                .as_ref()
+                .map(|(name, _)| name.clone()),
+            checkpoint: Checkpoint {
+                ledger: self.ledger.clone(),
+                input: input.path.clone(),
+                fingerprint,
+            },
+            shutdown: self.shutdown.clone(),
         };
-        let dispatcher = Dispatcher::new(
-            self.sender.clone(),
-            &mut sink,
-            origins.as_ref(),
-            self.counters.clone(),
-            max_pending,
-            span.clone(),
-            report,
-        );
+        let dispatcher = Dispatcher::new(context, resume, report);
         let report = dispatcher.run(rx).instrument(span.clone()).await;
         // The reader ends once the channel closes; a panic there is a bug.
         reader.await.expect("the reader thread panicked");
@@ -195,23 +261,82 @@ impl Pipeline {
                 delivered = report.delivered,
                 dead_lettered = report.dead_lettered,
                 rejected = report.rejected,
+                skipped = report.skipped,
+                replayed = report.replayed,
                 "file done"
             )
         });
         Ok(report)
     }
+
+    /// Decides where to start a file from its ledger entry; `None` means
+    /// the file is already completed and is skipped.
+    fn resume_point(
+        &self,
+        input: &Input,
+        fingerprint: &str,
+        span: &tracing::Span,
+    ) -> anyhow::Result<Option<Resume>> {
+        let _entered = span.enter();
+        let entry = self.ledger.load(&input.path)?;
+        let resume = match entry {
+            Some(entry) if entry.fingerprint == fingerprint => {
+                if entry.completed && !self.force {
+                    tracing::info!("file already completed by an earlier run; skipping it");
+                    return Ok(None);
+                }
+                if entry.completed {
+                    tracing::info!("file completed before; sending it again as --force asks");
+                    Resume::default()
+                } else {
+                    tracing::info!(
+                        handled_through = entry.handled_through,
+                        "resuming after the last record an earlier run handled"
+                    );
+                    let written =
+                        dead_letter::written_from(&self.settings.dead_letter_dir, fingerprint)?;
+                    Resume {
+                        skip_through: entry.handled_through,
+                        dispatched_through: entry.dispatched_through,
+                        written,
+                    }
+                }
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "file content changed since the ledger entry was written; ingesting it as a \
+                     new file"
+                );
+                Resume::default()
+            }
+            None => {
+                tracing::info!("ingesting file");
+                Resume::default()
+            }
+        };
+        Ok(Some(resume))
+    }
 }
 
 struct SourceOrigins {
     source: String,
+    fingerprint: String,
+    key_source: KeySource,
 }
 
 impl Origins for SourceOrigins {
-    fn origin(&self, position: &Position) -> Origin {
+    fn origin(&self, record: &Record) -> Origin {
+        let position = &record.position;
         Origin {
             source: self.source.clone(),
             record: position.record_number,
             line: position.line,
+            idempotency_key: identity::idempotency_key(
+                self.key_source,
+                &self.fingerprint,
+                position.record_number,
+                &record.key,
+            ),
         }
     }
 }
@@ -219,23 +344,43 @@ impl Origins for SourceOrigins {
 struct SidecarOrigins {
     fallback: String,
     entries: Vec<SidecarEntry>,
+    /// Fingerprint of the dead-letter file, for records without an entry.
+    fingerprint: String,
+    key_source: KeySource,
 }
 
 impl Origins for SidecarOrigins {
-    fn origin(&self, position: &Position) -> Origin {
+    fn origin(&self, record: &Record) -> Origin {
+        let position = &record.position;
         let index = usize::try_from(position.record_number.saturating_sub(1)).ok();
+        let derived = || {
+            identity::idempotency_key(
+                self.key_source,
+                &self.fingerprint,
+                position.record_number,
+                &record.key,
+            )
+        };
         match index.and_then(|i| self.entries.get(i)) {
             Some(entry) => Origin {
                 source: entry.source.clone(),
                 record: entry.record,
                 line: entry.line,
+                idempotency_key: entry.idempotency_key.clone().unwrap_or_else(derived),
             },
             None => Origin {
                 source: self.fallback.clone(),
                 record: position.record_number,
                 line: position.line,
+                idempotency_key: derived(),
             },
         }
+    }
+
+    fn orphaned(&self, record_number: u64) -> bool {
+        // A dead-letter file without any sidecar was made by hand; every
+        // record in it counts.
+        !self.entries.is_empty() && record_number > self.entries.len() as u64
     }
 }
 

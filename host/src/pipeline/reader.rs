@@ -58,6 +58,8 @@ pub struct ReaderContext {
     pub breaker: Arc<Breaker>,
     pub counters: Arc<Counters>,
     pub runtime: tokio::runtime::Handle,
+    /// Turns true when reading must stop.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Reads `path` to its end, or until the dispatcher hangs up.
@@ -88,9 +90,16 @@ fn read_and_send(
     let mut preamble_sent = false;
     let mut last_position: Option<Position> = None;
     loop {
-        context
-            .runtime
-            .block_on(context.breaker.wait_until_not_open());
+        context.runtime.block_on(async {
+            let mut shutdown = context.shutdown.clone();
+            tokio::select! {
+                _ = context.breaker.wait_until_not_open() => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => {}
+            }
+        });
+        if *context.shutdown.borrow() {
+            return Ok(());
+        }
         let read = file
             .read(&mut chunk)
             .map_err(|err| stopped(last_position, format!("read failed: {err}")))?;

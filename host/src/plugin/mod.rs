@@ -13,7 +13,8 @@
 mod bindings;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
@@ -21,8 +22,10 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::sluice::plugin::types::{
-    ConfigError, ConfigKey, Header, Malformed, Parsed, PluginInfo, Position, Record, Request,
+    ConfigError, ConfigKey, Header, Malformed, Parsed, PluginInfo, Position, ReadBack, Record,
+    Request,
 };
+use bindings::sluice::plugin::types::{Response, Verdict as PluginVerdict};
 use bindings::{FormatPlugin, FormatPluginPre};
 
 /// Memory a plugin instance may grow to, in bytes.
@@ -234,6 +237,87 @@ impl Instance {
     }
 }
 
+/// The plugin's `classify` function, callable from any task. It keeps one
+/// instance of its own behind a lock; calls are short and rare, because the
+/// host asks only about responses that are not a 2xx success.
+pub struct Classifier {
+    plugin: Arc<Plugin>,
+    instance: Mutex<Option<Instance>>,
+}
+
+impl Classifier {
+    /// Creates a classifier for a configured plugin.
+    pub fn new(plugin: Arc<Plugin>) -> Classifier {
+        Classifier {
+            plugin,
+            instance: Mutex::new(None),
+        }
+    }
+
+    fn call(&self, response: &Response) -> Result<Option<PluginVerdict>, PluginError> {
+        let mut slot = self
+            .instance
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.plugin.instantiate()?);
+        }
+        let instance = slot.as_mut().expect("filled above");
+        let guest = instance.bindings.sluice_plugin_format();
+        match guest.call_classify(&mut instance.store, response) {
+            Ok(verdict) => Ok(verdict),
+            Err(err) => {
+                let err = instance.trap("classify", err);
+                // A trapped instance cannot be entered again.
+                *slot = None;
+                Err(err)
+            }
+        }
+    }
+}
+
+impl crate::delivery::Classify for Classifier {
+    fn classify(
+        &self,
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Option<crate::delivery::Verdict> {
+        use crate::delivery::Verdict;
+        let response = Response {
+            status: status.as_u16(),
+            headers: headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    let value = value.to_str().ok()?;
+                    let name = name.as_str().to_owned();
+                    Some(Header {
+                        name,
+                        value: value.to_owned(),
+                    })
+                })
+                .collect(),
+            body: body.to_vec(),
+        };
+        match self.call(&response) {
+            Ok(verdict) => verdict.map(|verdict| match verdict {
+                PluginVerdict::Delivered(reason) => Verdict::Delivered(reason),
+                PluginVerdict::Retry(reason) => Verdict::Retry(reason),
+                PluginVerdict::RetryAfter(delay) => {
+                    Verdict::RetryAfter(Duration::from_millis(delay.milliseconds), delay.reason)
+                }
+                PluginVerdict::Permanent(reason) => Verdict::Permanent(reason),
+            }),
+            Err(err) => {
+                // NOTE: falling back to the host's rules keeps delivery going
+                // when the plugin's classifier is broken; the log says so.
+                tracing::warn!(error = %err, "plugin classify failed; using the host's rules");
+                None
+            }
+        }
+    }
+}
+
 /// A plugin parser bound to one input file.
 pub struct FileParser {
     instance: Instance,
@@ -279,6 +363,25 @@ impl FileParser {
             return Err(instance.trap("map", anyhow::anyhow!(message)));
         }
         Ok(mapped)
+    }
+
+    /// Maps records to read-back checks, one result per record.
+    pub fn read_back(&mut self, records: &[Record]) -> Result<Vec<Option<ReadBack>>, PluginError> {
+        let instance = &mut self.instance;
+        let guest = instance.bindings.sluice_plugin_format();
+        let result = guest
+            .parser()
+            .call_read_back(&mut instance.store, self.handle, records);
+        let checks = result.map_err(|err| instance.trap("read-back", err))?;
+        if checks.len() != records.len() {
+            let message = format!(
+                "read-back returned {} results for {} records",
+                checks.len(),
+                records.len()
+            );
+            return Err(instance.trap("read-back", anyhow::anyhow!(message)));
+        }
+        Ok(checks)
     }
 
     /// Returns the bytes that start a dead-letter file for this file.
