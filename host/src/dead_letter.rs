@@ -335,8 +335,9 @@ pub struct Written {
     /// Record numbers of the input that are in some dead-letter or
     /// rejected file.
     pub records: std::collections::HashSet<u64>,
-    /// For each key, the lowest record number that was dead-lettered.
-    pub dead_keys: std::collections::HashMap<String, u64>,
+    /// For each key, the lowest record number that went to a dead-letter
+    /// or rejected file, and which of the two.
+    pub held_keys: std::collections::HashMap<String, (u64, Kind)>,
 }
 
 /// Scans the sidecars in `dir` for records written while reading the
@@ -366,9 +367,14 @@ pub fn written_from(dir: &Path, fingerprint: &str) -> io::Result<Written> {
                 continue;
             };
             written.records.insert(record);
-            if line.kind == Kind::DeadLetter && !line.key.is_empty() {
-                let lowest = written.dead_keys.entry(line.key).or_insert(record);
-                *lowest = (*lowest).min(record);
+            if !line.key.is_empty() {
+                let held = written
+                    .held_keys
+                    .entry(line.key)
+                    .or_insert((record, line.kind));
+                if record < held.0 {
+                    *held = (record, line.kind);
+                }
             }
         }
     }
@@ -465,13 +471,9 @@ mod tests {
         let mut records: Vec<u64> = written.records.iter().copied().collect();
         records.sort();
         assert_eq!(records, [3, 4, 5]);
-        assert_eq!(written.dead_keys.get("k3"), Some(&3));
-        assert_eq!(written.dead_keys.get("k5"), Some(&5));
-        assert_eq!(
-            written.dead_keys.get("k4"),
-            None,
-            "rejected records do not block keys"
-        );
+        assert_eq!(written.held_keys.get("k3"), Some(&(3, Kind::DeadLetter)));
+        assert_eq!(written.held_keys.get("k5"), Some(&(5, Kind::DeadLetter)));
+        assert_eq!(written.held_keys.get("k4"), Some(&(4, Kind::Rejected)));
     }
 
     #[test]

@@ -58,10 +58,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Plugin {
             command: PluginCommand::Info { plugin },
-        } => {
-            init_logging(&cli.log_level, None);
-            plugin_info(plugin)
-        }
+        } => init_logging(&cli.log_level, None).and_then(|()| plugin_info(plugin)),
         Command::Run(args) => {
             let inputs = args
                 .files
@@ -104,6 +101,13 @@ fn plugin_info(path: &Path) -> Result<u8, Failure> {
 }
 
 fn load_plugin(path: &Path) -> Result<Plugin, Failure> {
+    if path.is_dir() {
+        let message = format!(
+            "plugin {} is a directory; pass its .wasm file",
+            path.display()
+        );
+        return Err(Failure::usage(anyhow::anyhow!(message)));
+    }
     if !path.is_file() {
         let message = format!(
             "plugin {} not found; build it with scripts/build-plugins or pass --plugin",
@@ -128,12 +132,9 @@ fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
 
 fn verify(log_level: &str, common: &CommonArgs, files: &[PathBuf]) -> Result<u8, Failure> {
     let settings = load_settings(common)?;
-    init_logging(log_level, None);
+    init_logging(log_level, None)?;
     for path in files {
-        if !path.is_file() {
-            let message = format!("input file {} not found", path.display());
-            return Err(Failure::usage(anyhow::anyhow!(message)));
-        }
+        check_input(path)?;
     }
     let mut plugin = load_plugin(&settings.plugin_path)?;
     match plugin.configure(settings.plugin_config.clone()) {
@@ -161,6 +162,47 @@ fn verify(log_level: &str, common: &CommonArgs, files: &[PathBuf]) -> Result<u8,
     Ok(report.exit_code())
 }
 
+/// Creates the dead-letter and state directories and locks them for this
+/// run, so that two runs cannot send the same dead letters or interleave
+/// ledger updates. The locks last until the returned files are dropped.
+fn prepare_directories(settings: &Settings) -> Result<Vec<std::fs::File>, Failure> {
+    let directories = [
+        (
+            "dead-letter directory",
+            &settings.dead_letter_dir,
+            "--dead-letter-dir",
+        ),
+        ("state directory", &settings.state_dir, "--state-dir"),
+    ];
+    let mut locks = Vec::new();
+    for (what, dir, flag) in directories {
+        let opened = std::fs::create_dir_all(dir).and_then(|()| std::fs::File::open(dir));
+        let handle = opened.map_err(|err| {
+            let message = format!(
+                "cannot use {} as the {what}: {err}; pass {flag} with a writable directory",
+                dir.display()
+            );
+            Failure::usage(anyhow::anyhow!(message))
+        })?;
+        match handle.try_lock() {
+            Ok(()) => locks.push(handle),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let message = format!(
+                    "another sluice process is using the {what} {}; wait for it to finish or \
+                     pass {flag} with another directory",
+                    dir.display()
+                );
+                return Err(Failure::usage(anyhow::anyhow!(message)));
+            }
+            Err(std::fs::TryLockError::Error(err)) => {
+                let message = format!("cannot lock the {what} {}: {err}", dir.display());
+                return Err(Failure::other(anyhow::anyhow!(message)));
+            }
+        }
+    }
+    Ok(locks)
+}
+
 fn ingest(
     log_level: &str,
     common: &CommonArgs,
@@ -169,7 +211,8 @@ fn ingest(
 ) -> Result<u8, Failure> {
     let settings = load_settings(common)?;
     let progress = Progress::new(settings.progress, 0);
-    init_logging(log_level, progress.bar());
+    init_logging(log_level, progress.bar())?;
+    let _locks = prepare_directories(&settings)?;
     // Collected after logging starts, so that warnings about torn
     // sidecars reach the log.
     let inputs = inputs().map_err(Failure::usage)?;
@@ -180,10 +223,7 @@ fn ingest(
         .sum();
     progress.set_total(total_bytes);
     for input in &inputs {
-        if !input.path.is_file() {
-            let message = format!("input file {} not found", input.path.display());
-            return Err(Failure::usage(anyhow::anyhow!(message)));
-        }
+        check_input(&input.path)?;
     }
 
     let mut plugin = load_plugin(&settings.plugin_path)?;
@@ -259,16 +299,34 @@ fn finish(report: &RunReport, summary_json: Option<&Path>) -> Result<u8, Failure
     Ok(report.exit_code())
 }
 
-fn init_logging(level: &str, bar: Option<ProgressBar>) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+fn check_input(path: &Path) -> Result<(), Failure> {
+    let problem = if path.is_dir() {
+        "is a directory; pass the files in it"
+    } else if !path.exists() {
+        "not found"
+    } else {
+        return Ok(());
+    };
+    let message = format!("input file {} {problem}", path.display());
+    Err(Failure::usage(anyhow::anyhow!(message)))
+}
+
+fn init_logging(level: &str, bar: Option<ProgressBar>) -> Result<(), Failure> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) => EnvFilter::try_new(&value).map_err(|err| (format!("RUST_LOG={value}"), err)),
+        Err(_) => EnvFilter::try_new(level).map_err(|err| (format!("--log-level {level}"), err)),
+    };
+    let filter = filter.map_err(|(what, err)| {
+        let message = format!("invalid log filter {what}: {err}; use a level such as info");
+        Failure::usage(anyhow::anyhow!(message))
+    })?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(LogWriter { bar })
         .try_init();
+    Ok(())
 }
 
 /// Writes log lines to stderr, around the progress bar when there is one.

@@ -128,8 +128,35 @@ pub enum KeySource {
 pub struct PluginConfig {
     /// Path of the plugin component (a `.wasm` file).
     pub path: Option<PathBuf>,
-    /// Key/value pairs handed to the plugin's `configure` function.
+    /// Key/value pairs handed to the plugin's `configure` function. TOML
+    /// numbers and booleans are passed on as their text.
+    #[serde(deserialize_with = "scalars_as_strings")]
     pub config: BTreeMap<String, String>,
+}
+
+fn scalars_as_strings<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a string, number or boolean")]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    let text = |value| match value {
+        Scalar::Text(text) => text,
+        Scalar::Integer(number) => number.to_string(),
+        Scalar::Float(number) => number.to_string(),
+        Scalar::Bool(flag) => flag.to_string(),
+    };
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| (key, text(value)))
+        .collect())
 }
 
 /// The `[http]` table.

@@ -153,3 +153,21 @@ fn unknown_toml_keys_are_rejected() {
     let err = toml::from_str::<Config>("[retry]\nmax_retires = 3\n").unwrap_err();
     assert!(err.to_string().contains("max_retires"), "{err}");
 }
+
+#[test]
+fn plugin_config_takes_numbers_and_booleans_as_text() {
+    let text = "[plugin.config]\nmax_record_bytes = 2048\nflag = true\nkey = \"iata\"\n";
+    let config: Config = toml::from_str(text).unwrap();
+    assert_eq!(config.plugin.config["max_record_bytes"], "2048");
+    assert_eq!(config.plugin.config["flag"], "true");
+    assert_eq!(config.plugin.config["key"], "iata");
+}
+
+#[test]
+fn plugin_config_rejects_tables() {
+    let err = toml::from_str::<Config>("[plugin.config.nested]\na = 1\n").unwrap_err();
+    assert!(
+        err.to_string().contains("a string, number or boolean"),
+        "{err}"
+    );
+}

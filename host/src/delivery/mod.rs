@@ -487,6 +487,18 @@ pub fn prepare(
     if !path.starts_with('/') {
         return Err(format!("request path {path:?} does not start with \"/\""));
     }
+    // URL parsing resolves `.` and `..` segments, also percent-encoded, so
+    // such a path would address another resource than the record's.
+    let segments = path.split(['?', '#']).next().unwrap_or_default().split('/');
+    let dot_segment = segments
+        .map(|segment| segment.to_ascii_lowercase().replace("%2e", "."))
+        .any(|segment| segment == "." || segment == "..");
+    if dot_segment {
+        return Err(format!(
+            "request path {path:?} contains a \".\" or \"..\" segment, which would address \
+             another resource"
+        ));
+    }
     let base = endpoint.as_str().trim_end_matches('/');
     let url = Url::parse(&format!("{base}{path}"))
         .map_err(|err| format!("request path {path:?} makes an invalid URL: {err}"))?;

@@ -335,6 +335,30 @@ fn prepare_rejects_bad_parts() {
 }
 
 #[test]
+fn prepare_rejects_dot_segments() {
+    let endpoint = Url::parse("http://127.0.0.1:9/api").unwrap();
+    for path in [
+        "/r/..",
+        "/r/../x",
+        "/r/.",
+        "/r/%2e%2E/x",
+        "/r/.%2e",
+        "/r/%2E?x=1",
+    ] {
+        assert!(
+            prepare(&endpoint, "PUT", path, [], &[], Vec::new()).is_err(),
+            "{path}"
+        );
+    }
+    for path in ["/r/a..b", "/r/.x", "/r/x?up=..", "/r/..."] {
+        assert!(
+            prepare(&endpoint, "PUT", path, [], &[], Vec::new()).is_ok(),
+            "{path}"
+        );
+    }
+}
+
+#[test]
 fn configured_headers_override_plugin_headers() {
     let endpoint = Url::parse("http://127.0.0.1:9").unwrap();
     let plugin = [("content-type".to_owned(), "text/plain".to_owned())];

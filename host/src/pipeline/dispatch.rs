@@ -3,12 +3,14 @@
 //!
 //! Ordering rule: records with the same non-empty key are sent one at a
 //! time, in file order. A record whose key has one in flight waits in that
-//! key's queue. When a record is dead-lettered, every later record with the
-//! same key in this file goes to the dead-letter file after it instead of
-//! being sent, so reprocessing the dead letters, which replays them in
-//! order, can never let an older value overwrite a newer one. The rule
-//! holds across restarts: a resumed run learns from the sidecars which
-//! records of this file were dead-lettered before.
+//! key's queue. When a record is dead-lettered or rejected, every later
+//! record with the same key follows it into the same file instead of being
+//! sent, so reprocessing that file, which replays it in order, can never
+//! let an older value overwrite a newer one. The rule holds for later
+//! files of the same run, whose dead-letter files sort after this one's,
+//! and across restarts: a resumed run learns from the sidecars which
+//! records of this file were held before. Malformed records have no key,
+//! so they hold nothing back.
 //!
 //! At most `max_pending` records are held between reading and completion;
 //! beyond that, the dispatcher stops taking messages and the reader blocks.
@@ -111,9 +113,9 @@ pub struct Dispatcher<'a> {
     // A key is present while one of its records is in flight; the queue
     // holds its later records.
     queues: HashMap<String, VecDeque<Pending>>,
-    // Keys with a dead-lettered record, and the record's number: later
-    // records of the key follow it into the dead-letter file.
-    poisoned: HashMap<String, u64>,
+    // Keys with a record in a dead-letter or rejected file, with that
+    // record's number and file: later records of the key follow it there.
+    held: HashMap<String, (u64, Kind)>,
     // Records in flight or queued behind their key.
     pending: usize,
     resume: Resume,
@@ -128,14 +130,25 @@ pub struct Dispatcher<'a> {
 }
 
 impl<'a> Dispatcher<'a> {
-    /// Creates a dispatcher whose report starts from `report`.
-    pub fn new(context: DispatchContext<'a>, resume: Resume, report: FileReport) -> Self {
-        let poisoned = resume.written.dead_keys.clone();
+    /// Creates a dispatcher whose report starts from `report`. `held` are
+    /// keys that earlier files of the run sent to a dead-letter or rejected
+    /// file; every record of them in this file follows.
+    pub fn new(
+        context: DispatchContext<'a>,
+        resume: Resume,
+        held: &HashMap<String, Kind>,
+        report: FileReport,
+    ) -> Self {
+        let mut from_resume = resume.written.held_keys.clone();
+        for (key, kind) in held {
+            from_resume.insert(key.clone(), (0, *kind));
+        }
+        let poisoned = from_resume;
         Dispatcher {
             context,
             tasks: JoinSet::new(),
             queues: HashMap::new(),
-            poisoned,
+            held: poisoned,
             pending: 0,
             watermark: Watermark::starting_at(resume.skip_through),
             dispatched_through: Arc::new(AtomicU64::new(resume.dispatched_through)),
@@ -147,12 +160,16 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Consumes the reader's messages until the file is done, or the run
-    /// is stopping, and every record sent is finished.
+    /// is stopping, and every record sent is finished. Returns the report
+    /// and the keys now held in a dead-letter or rejected file.
     ///
     /// # Errors
     ///
     /// Fails only when a dead-letter file or the ledger cannot be written.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Message>) -> std::io::Result<FileReport> {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Message>,
+    ) -> std::io::Result<(FileReport, HashMap<String, Kind>)> {
         let mut reading = true;
         let mut shutdown = self.context.shutdown.clone();
         while reading || !self.tasks.is_empty() {
@@ -191,7 +208,12 @@ impl<'a> Dispatcher<'a> {
             .into_iter()
             .map(|(_, path, _)| path);
         self.report.dead_letter_files = files.collect();
-        Ok(self.report)
+        let held = self
+            .held
+            .into_iter()
+            .map(|(key, (_, kind))| (key, kind))
+            .collect();
+        Ok((self.report, held))
     }
 
     /// Handles one message; returns whether more messages follow.
@@ -259,7 +281,9 @@ impl<'a> Dispatcher<'a> {
             }
             Item::Unsendable { record, reason } => {
                 let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
-                self.write(&record, entry)
+                self.write(&record, entry)?;
+                self.hold_key(&record, Kind::Rejected);
+                Ok(())
             }
             Item::Malformed(bad) => {
                 let record = Record {
@@ -274,18 +298,33 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    fn is_poisoned(&self, record: &Record) -> bool {
-        self.poisoned
-            .get(&record.key)
-            .is_some_and(|from| record.position.record_number > *from)
+    /// Returns the file that `record` must follow an earlier record of its
+    /// key into, if any.
+    fn held_in(&self, record: &Record) -> Option<Kind> {
+        let (from, kind) = self.held.get(&record.key)?;
+        (record.position.record_number > *from).then_some(*kind)
+    }
+
+    fn hold_key(&mut self, record: &Record, kind: Kind) {
+        if record.key.is_empty() {
+            return;
+        }
+        let number = record.position.record_number;
+        let held = self
+            .held
+            .entry(record.key.clone())
+            .or_insert((number, kind));
+        if number < held.0 {
+            *held = (number, kind);
+        }
     }
 
     fn submit(&mut self, pending: Pending) -> std::io::Result<()> {
         let key = &pending.record.key;
         if key.is_empty() {
             self.spawn(pending);
-        } else if self.is_poisoned(&pending.record) {
-            self.dead_letter_behind(pending)?;
+        } else if let Some(kind) = self.held_in(&pending.record) {
+            self.follow(pending, kind)?;
         } else if let Some(queue) = self.queues.get_mut(key) {
             self.pending += 1;
             queue.push_back(pending);
@@ -367,11 +406,7 @@ impl<'a> Dispatcher<'a> {
                 );
                 let entry = self.entry(Kind::DeadLetter, record, attempts, status, error);
                 self.write(record, entry)?;
-                if !record.key.is_empty() {
-                    let from = record.position.record_number;
-                    let lowest = self.poisoned.entry(record.key.clone()).or_insert(from);
-                    *lowest = (*lowest).min(from);
-                }
+                self.hold_key(record, Kind::DeadLetter);
             }
             Outcome::Rejected(detail) => {
                 let status = detail.fault.status().map(|s| s.as_u16());
@@ -387,6 +422,7 @@ impl<'a> Dispatcher<'a> {
                 );
                 let entry = self.entry(Kind::Rejected, record, attempts, status, error);
                 self.write(record, entry)?;
+                self.hold_key(record, Kind::Rejected);
             }
         }
 
@@ -407,8 +443,8 @@ impl<'a> Dispatcher<'a> {
                 return Ok(());
             };
             self.pending -= 1;
-            if self.is_poisoned(&next.record) {
-                self.dead_letter_behind(next)?;
+            if let Some(kind) = self.held_in(&next.record) {
+                self.follow(next, kind)?;
             } else {
                 self.spawn(next);
                 return Ok(());
@@ -416,15 +452,20 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    fn dead_letter_behind(&mut self, pending: Pending) -> std::io::Result<()> {
-        let reason = "not sent: an earlier record with the same key was dead-lettered".to_owned();
+    /// Writes `pending` unsent behind an earlier record of its key.
+    fn follow(&mut self, pending: Pending, kind: Kind) -> std::io::Result<()> {
+        let earlier = match kind {
+            Kind::DeadLetter => "dead-lettered",
+            Kind::Rejected => "rejected",
+        };
+        let reason = format!("not sent: an earlier record with the same key was {earlier}");
         tracing::warn!(
             record = pending.record.position.record_number,
             line = pending.record.position.line,
             key = %pending.record.key,
-            "record dead-lettered behind an earlier record with the same key"
+            "record held behind an earlier record with the same key that was {earlier}"
         );
-        let entry = self.entry(Kind::DeadLetter, &pending.record, 0, None, reason);
+        let entry = self.entry(kind, &pending.record, 0, None, reason);
         self.write(&pending.record, entry)
     }
 

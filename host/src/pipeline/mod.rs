@@ -11,6 +11,7 @@
 mod dispatch;
 mod reader;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,6 +59,8 @@ pub struct Pipeline {
     breaker: Arc<Breaker>,
     counters: Arc<Counters>,
     ledger: Ledger,
+    // Keys that a file of this run sent to a dead-letter or rejected file.
+    held: std::sync::Mutex<HashMap<String, dead_letter::Kind>>,
     force: bool,
     shutdown: watch::Receiver<bool>,
     run_id: String,
@@ -94,6 +97,7 @@ impl Pipeline {
         )?;
         Ok(Pipeline {
             ledger: Ledger::new(&settings.state_dir),
+            held: std::sync::Mutex::new(HashMap::new()),
             settings,
             plugin,
             sender: Arc::new(sender),
@@ -205,7 +209,15 @@ impl Pipeline {
                 (name.stem.clone(), name.extension.clone(), Box::new(origins))
             }
         };
-        let run_id = format!("{}-{index:04}", self.run_id);
+        let run_id = match &input.kind {
+            InputKind::Source => format!("{}-{index:04}", self.run_id),
+            // Files written while reprocessing sort where their input
+            // sorted, before dead letters of later runs, so replaying the
+            // directory keeps every key's records in their original order.
+            InputKind::DeadLetter { name, .. } => {
+                format!("{}~{}-{index:04}", name.run_id, self.run_id)
+            }
+        };
         let separator = self.plugin.info().record_separator.clone();
         let mut sink = DeadLetterSink::new(
             &self.settings.dead_letter_dir,
@@ -249,11 +261,13 @@ impl Pipeline {
             },
             shutdown: self.shutdown.clone(),
         };
-        let dispatcher = Dispatcher::new(context, resume, report);
-        let report = dispatcher.run(rx).instrument(span.clone()).await;
+        let held = self.held.lock().expect("not poisoned").clone();
+        let dispatcher = Dispatcher::new(context, resume, &held, report);
+        let result = dispatcher.run(rx).instrument(span.clone()).await;
         // The reader ends once the channel closes; a panic there is a bug.
         reader.await.expect("the reader thread panicked");
-        let report = report?;
+        let (report, held) = result?;
+        self.held.lock().expect("not poisoned").extend(held);
 
         span.in_scope(|| {
             tracing::info!(

@@ -1,0 +1,277 @@
+//! Cases where a naive loader lets a stale value win or sends a record
+//! twice: same-key records across files and reprocessing rounds, rejected
+//! records fixed and resent, concurrent runs, and paths that escape their
+//! resource. Each runs the real binary against servers on 127.0.0.1.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sluice_target::{read_resources, start, TargetConfig};
+use sluice_tests::{dead_letter_files, write_file, Sluice};
+use wiremock::matchers::{body_string_contains, method};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn sluice(subcommand: &str, dir: &Path, endpoint: &str) -> Sluice {
+    Sluice::new(subcommand, dir)
+        .arg("--endpoint")
+        .arg(endpoint)
+        .arg("--max-retries=0")
+        .plugin_config("key", "id")
+        .plugin_config("path", "/r/{id}")
+}
+
+/// A server that answers 503 to bodies containing `fail` and 200 else.
+async fn failing_on(fail: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(body_string_contains(fail))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn sent_names(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            body["name"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dead_lettered_key_holds_back_later_files_of_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = failing_on("old").await;
+    let a = write_file(dir.path(), "a.csv", "id,name\n1,old\n2,x\n");
+    let b = write_file(dir.path(), "b.csv", "id,name\n1,new\n3,y\n");
+
+    let first = sluice("run", dir.path(), &server.uri())
+        .arg(a.display().to_string())
+        .arg(b.display().to_string())
+        .run()
+        .await;
+
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+    let sent = sent_names(&server).await;
+    assert!(
+        !sent.contains(&"new".to_owned()),
+        "the newer value overtook: {sent:?}"
+    );
+
+    let db = dir.path().join("t.db");
+    let target = start(TargetConfig::new(&db)).await.unwrap();
+    let again = sluice("reprocess", dir.path(), &target.url())
+        .arg("dead-letters")
+        .run()
+        .await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    target.shutdown().await;
+    let stored = read_resources(&db).unwrap();
+    assert_eq!(stored["/r/1"]["name"], "new", "the older value won");
+}
+
+#[tokio::test]
+async fn reprocessing_keeps_dead_letters_in_their_original_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = failing_on("v").await;
+    let v1 = write_file(dir.path(), "v1.csv", "id,name\n1,v1\n");
+    let v2 = write_file(dir.path(), "v2.csv", "id,name\n1,v2\n");
+    for input in [&v1, &v2] {
+        let run = sluice("run", dir.path(), &down.uri())
+            .arg(input.display().to_string())
+            .run()
+            .await;
+        assert_eq!(run.code, Some(3), "{}", run.stderr);
+    }
+    // Reprocess only the older file while the API is still down: its
+    // record moves to a new dead-letter file.
+    let files = dead_letter_files(&dir.path().join("dead-letters"), "dead");
+    let older = files.iter().find(|f| f.contents.contains("v1")).unwrap();
+    let moved = sluice("reprocess", dir.path(), &down.uri())
+        .arg(older.path.display().to_string())
+        .run()
+        .await;
+    assert_eq!(moved.code, Some(3), "{}", moved.stderr);
+
+    let db = dir.path().join("t.db");
+    let target = start(TargetConfig::new(&db)).await.unwrap();
+    let again = sluice("reprocess", dir.path(), &target.url())
+        .arg("dead-letters")
+        .run()
+        .await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    target.shutdown().await;
+    let stored = read_resources(&db).unwrap();
+    assert_eq!(
+        stored["/r/1"]["name"], "v2",
+        "the older value was replayed last"
+    );
+}
+
+#[tokio::test]
+async fn rejected_key_holds_back_later_records_until_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(body_string_contains("bad"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let csv = "id,name\n1,good\n2,bad\n3,good\n2,later\n";
+    let input = write_file(dir.path(), "mix.csv", csv);
+
+    let first = sluice("run", dir.path(), &server.uri())
+        .arg(input.display().to_string())
+        .run()
+        .await;
+
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+    assert!(!sent_names(&server).await.contains(&"later".to_owned()));
+    let rejected = dead_letter_files(&dir.path().join("dead-letters"), "rejected");
+    assert_eq!(rejected[0].contents, "id,name\n2,bad\n2,later\n");
+
+    // The user fixes the rejected row and resends the file.
+    let fixed = rejected[0].contents.replace("bad", "fixed");
+    std::fs::write(&rejected[0].path, fixed).unwrap();
+    let db = dir.path().join("t.db");
+    let target = start(TargetConfig::new(&db)).await.unwrap();
+    let again = sluice("reprocess", dir.path(), &target.url())
+        .arg("--include-rejected")
+        .arg("dead-letters")
+        .run()
+        .await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    target.shutdown().await;
+    let stored = read_resources(&db).unwrap();
+    assert_eq!(stored["/r/2"]["name"], "later");
+}
+
+#[tokio::test]
+async fn second_run_on_the_same_directories_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
+        .mount(&server)
+        .await;
+    let rows: String = (0..20).map(|n| format!("{n},x\n")).collect();
+    let input = write_file(dir.path(), "slow.csv", &format!("id,name\n{rows}"));
+    let input = input.display().to_string();
+
+    let (first, summary) = sluice("run", dir.path(), &server.uri())
+        .arg("--concurrency=1")
+        .arg(&input)
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = sluice("run", dir.path(), &server.uri())
+        .arg(&input)
+        .run()
+        .await;
+    let first = Sluice::collect(first, &summary).await;
+
+    assert_eq!(second.code, Some(2), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another sluice process"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert_eq!(server.received_requests().await.unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn unusable_dead_letter_directory_exits_2_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    let not_a_dir = write_file(dir.path(), "taken", "a file");
+    let input = write_file(dir.path(), "a.csv", "id,name\n1,x\n");
+
+    let finished = sluice("run", dir.path(), &server.uri())
+        .arg("--dead-letter-dir")
+        .arg(not_a_dir.display().to_string())
+        .arg(input.display().to_string())
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(2));
+    assert!(finished.stderr.contains("taken"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("--dead-letter-dir"),
+        "{}",
+        finished.stderr
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_log_filter_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_file(dir.path(), "a.csv", "id,name\n1,x\n");
+
+    let finished = sluice("run", dir.path(), "http://127.0.0.1:9")
+        .arg("--log-level=garbage[")
+        .arg(input.display().to_string())
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(2), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("invalid log filter"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[tokio::test]
+async fn reprocess_with_nothing_dead_lettered_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let finished = sluice("reprocess", dir.path(), "http://127.0.0.1:9")
+        .arg("dead-letters")
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    assert_eq!(finished.total("records"), 0);
+}
+
+#[tokio::test]
+async fn dot_segment_values_are_rejected_not_sent_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let input = write_file(dir.path(), "dots.csv", "id,name\n..,evil\n.,odd\nok,fine\n");
+
+    let finished = sluice("run", dir.path(), &server.uri())
+        .arg(input.display().to_string())
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    let paths: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/r/ok"]);
+    assert_eq!(finished.total("rejected"), 2);
+}
