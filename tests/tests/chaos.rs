@@ -43,7 +43,11 @@ fn flights(dir: &Path) -> (PathBuf, usize) {
         .arg(&source)
         .output()
         .expect("gzip runs");
-    assert!(output.status.success(), "gzip failed on {}", source.display());
+    assert!(
+        output.status.success(),
+        "gzip failed on {}",
+        source.display()
+    );
     let path = dir.join("flights.csv");
     std::fs::write(&path, &output.stdout).unwrap();
     (path, 336_776)
@@ -103,7 +107,10 @@ async fn chaos(dir: &Path, endpoint: &str, input: &Path, method: &str, seed: u64
             }
         }
     }
-    assert!(killed >= 3, "only {killed} runs were killed; the kill schedule is too late");
+    assert!(
+        killed >= 3,
+        "only {killed} runs were killed; the kill schedule is too late"
+    );
 
     let last = command("run").arg(input.display().to_string()).run().await;
     assert!(matches!(last.code, Some(0 | 3)), "{}", last.stderr);
@@ -113,7 +120,10 @@ async fn chaos(dir: &Path, endpoint: &str, input: &Path, method: &str, seed: u64
         if pending == 0 {
             break;
         }
-        assert!(round < 5, "{pending} dead-letter files left after {round} reprocessing rounds");
+        assert!(
+            round < 5,
+            "{pending} dead-letter files left after {round} reprocessing rounds"
+        );
         let again = command("reprocess").arg("dead-letters").run().await;
         assert!(matches!(again.code, Some(0 | 3)), "{}", again.stderr);
     }
@@ -125,7 +135,12 @@ fn dead_letters(dir: &Path) -> usize {
     };
     entries
         .filter(|e| {
-            let name = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             name.contains(".dead.") && !name.ends_with(".meta.jsonl")
         })
         .count()
@@ -169,8 +184,14 @@ async fn put_by_key_survives_kills_and_faults_exactly() {
     chaos(dir.path(), &proxy.url(), &input, "PUT", 7).await;
 
     let stats = proxy.shutdown().await;
-    assert!(stats.faults.lost_response > 0, "no lost responses were injected: {stats:?}");
-    assert!(stats.faults.outage > 0, "the outage never happened: {stats:?}");
+    assert!(
+        stats.faults.lost_response > 0,
+        "no lost responses were injected: {stats:?}"
+    );
+    assert!(
+        stats.faults.outage > 0,
+        "the outage never happened: {stats:?}"
+    );
     let mut options = CompareOptions::new(PATH);
     options.null_token = Some("NA".to_owned());
     let comparison = compare_csv(&db, &input, &options).unwrap();
@@ -192,10 +213,16 @@ async fn post_with_idempotency_keys_survives_kills_and_faults_exactly() {
     chaos(dir.path(), &proxy.url(), &input, "POST", 8).await;
 
     let stats = proxy.shutdown().await;
-    assert!(stats.faults.lost_response > 0, "no lost responses were injected: {stats:?}");
+    assert!(
+        stats.faults.lost_response > 0,
+        "no lost responses were injected: {stats:?}"
+    );
     target.shutdown().await;
     let posts = read_posts(&db).unwrap();
-    let keyed = posts.iter().filter(|post| post.idempotency_key.is_some()).count();
+    let keyed = posts
+        .iter()
+        .filter(|post| post.idempotency_key.is_some())
+        .count();
     assert_eq!(keyed, posts.len(), "every POST carries an idempotency key");
     // Rows are unique in the file, so equal bodies mean a duplicate insert.
     let mut by_body: HashMap<String, usize> = HashMap::new();

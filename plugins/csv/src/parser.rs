@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::header::{describe_byte, Header};
+use crate::header::{describe_byte, Header, CR_IN_HEADER};
 use crate::mapping;
 use crate::record::{Malformed, Parsed, Position, ReadBack, Record, Request};
 use crate::tokenizer::{Field, QuoteError, Step, Tokenizer};
@@ -135,7 +135,8 @@ impl Parser {
     ///
     /// Returns a message when the header is not known yet, when `raw` is not
     /// one well-formed record that matches the header, or when a path
-    /// placeholder's value is empty or null.
+    /// placeholder's value is empty or null or makes a dot segment such as
+    /// `..`.
     pub fn map_record(&mut self, raw: &[u8]) -> Result<Request, String> {
         let Some(header) = &self.header else {
             return Err(NO_HEADER.to_owned());
@@ -212,6 +213,12 @@ impl Parser {
                 return Ok(());
             }
             let mut step = self.tokenizer.advance(bytes, self.config.max_record_bytes);
+            // `Header::parse` reports this too, but failing here stops a file
+            // with CR-only line endings at its first line instead of after
+            // buffering it up to max_record_bytes as one header row.
+            if self.header.is_none() && self.tokenizer.data_cr() {
+                return Err(CR_IN_HEADER.to_owned());
+            }
             if step == Step::Incomplete {
                 if !eof {
                     return Ok(());

@@ -33,9 +33,10 @@ impl PathTemplate {
     /// # Errors
     ///
     /// Returns a message when the template does not start with `/`, when a
-    /// brace is unbalanced or nested, or when a placeholder is empty. Literal
-    /// text must not contain a character that is invalid in a URL path or
-    /// query, such as a space or `#`.
+    /// brace is unbalanced or nested, when a placeholder is empty, or when a
+    /// path segment without a placeholder is a dot segment such as `..`.
+    /// Literal text must not contain a character that is invalid in a URL
+    /// path or query, such as a space or `#`.
     pub fn parse(template: &str) -> Result<PathTemplate, String> {
         if !template.starts_with('/') {
             return Err(format!(
@@ -101,6 +102,7 @@ impl PathTemplate {
         if !literal.is_empty() {
             segments.push(Segment::Literal(literal));
         }
+        check_literal_dot_segments(template, &segments)?;
         Ok(PathTemplate { segments })
     }
 
@@ -128,6 +130,60 @@ impl PathTemplate {
 pub fn push_encoded(out: &mut String, value: &str) {
     for piece in utf8_percent_encode(value, VALUE_ENCODE_SET) {
         out.push_str(piece);
+    }
+}
+
+/// Returns whether `segment` is a dot segment: `.` or `..`, where each dot
+/// may also be written `%2e` or `%2E`. URL parsers that follow the WHATWG URL
+/// Standard, such as the `url` crate that the host uses, remove such a
+/// segment (and for `..` the one before it) from a path, so the request goes
+/// to another resource. Percent-encoding the dots does not prevent that.
+pub fn is_dot_segment(segment: &str) -> bool {
+    const DOT_SEGMENTS: [&str; 6] = [".", "%2e", "..", ".%2e", "%2e.", "%2e%2e"];
+    DOT_SEGMENTS
+        .iter()
+        .any(|dots| segment.eq_ignore_ascii_case(dots))
+}
+
+/// Rejects a path segment of the template that is a dot segment without any
+/// placeholder in it, such as the `..` in `/a/../b`. Segments with a
+/// placeholder depend on the record, so mapping checks them.
+fn check_literal_dot_segments(template: &str, segments: &[Segment]) -> Result<(), String> {
+    // The literal text of each path segment, and whether a placeholder is in
+    // it. The path ends at the first `?`, because `#` is rejected above.
+    let mut path_segments = vec![(String::new(), false)];
+    'pieces: for piece in segments {
+        match piece {
+            Segment::Column(_) => {
+                if let Some(last) = path_segments.last_mut() {
+                    last.1 = true;
+                }
+            }
+            Segment::Literal(text) => {
+                for c in text.chars() {
+                    match c {
+                        '?' => break 'pieces,
+                        '/' => path_segments.push((String::new(), false)),
+                        c => {
+                            if let Some(last) = path_segments.last_mut() {
+                                last.0.push(c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let dot_segment = path_segments
+        .iter()
+        .find(|(text, has_placeholder)| !has_placeholder && is_dot_segment(text));
+    match dot_segment {
+        Some((text, _)) => Err(format!(
+            "path template {template:?} contains the dot segment {text:?}, which URL \
+             normalisation would remove; write the path without it"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -205,6 +261,80 @@ mod tests {
         for (template, expected) in cases {
             let message = PathTemplate::parse(template).unwrap_err();
             assert!(message.contains(expected), "{template:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_follow_whatwg() {
+        let dot_segments = [
+            ".", "..", "%2e", "%2E", ".%2e", ".%2E", "%2e.", "%2E.", "%2e%2e", "%2e%2E", "%2E%2e",
+            "%2E%2E",
+        ];
+        for segment in dot_segments {
+            assert!(is_dot_segment(segment), "{segment:?}");
+        }
+
+        let other_segments = [
+            "",
+            "...",
+            ".x",
+            "x.",
+            "a..b",
+            ". ",
+            "%2e%2e%2e",
+            "%2e..",
+            "%252e",
+            "%2",
+            "%2f",
+            "%2e/",
+            ".e",
+            "e",
+        ];
+        for segment in other_segments {
+            assert!(!is_dot_segment(segment), "{segment:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_literal_dot_segments() {
+        let cases = [
+            ("/a/../b", ".."),
+            ("/a/./b", "."),
+            ("/a/..", ".."),
+            ("/.", "."),
+            ("/a/%2e%2E/b", "%2e%2E"),
+            ("/a/.%2e", ".%2e"),
+            ("/a/%2E", "%2E"),
+            ("/a/..?x={id}", ".."),
+            ("/{id}/./x", "."),
+        ];
+        for (template, segment) in cases {
+            let message = PathTemplate::parse(template).unwrap_err();
+            let expected = format!(
+                "path template {template:?} contains the dot segment {segment:?}, which URL \
+                 normalisation would remove; write the path without it"
+            );
+            assert_eq!(message, expected, "{template:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_dots_outside_dot_segments() {
+        // Segments with a placeholder depend on the record, so mapping
+        // checks them. Dots in the query are not path segments.
+        let templates = [
+            "/a/...",
+            "/a/..b",
+            "/a/.x/x.",
+            "/a/.{id}",
+            "/a/{id}..",
+            "/a/%2e{id}",
+            "/a/x?y=..",
+            "/a?../..",
+            "/a/x?./{id}",
+        ];
+        for template in templates {
+            assert!(PathTemplate::parse(template).is_ok(), "{template:?}");
         }
     }
 

@@ -118,6 +118,9 @@ pub struct Tokenizer {
     /// The position of a [`Step::BrokenQuote`]: `lf_count` at the quote that
     /// is followed by the unexpected byte, and that byte.
     broken: Option<(u64, u8)>,
+    /// Whether a CR outside quotes was followed by a byte other than CR or
+    /// LF, which makes it data rather than part of a line terminator.
+    data_cr: bool,
 }
 
 impl Tokenizer {
@@ -136,6 +139,7 @@ impl Tokenizer {
             quote_open_lf: 0,
             error: None,
             broken: None,
+            data_cr: false,
         }
     }
 
@@ -149,6 +153,7 @@ impl Tokenizer {
         self.quote_open_lf = 0;
         self.error = None;
         self.broken = None;
+        self.data_cr = false;
     }
 
     /// Returns the fields of the record that the last [`Step::Record`] ended.
@@ -184,6 +189,13 @@ impl Tokenizer {
     /// Returns whether the scan stopped inside a quoted field.
     pub fn in_quotes(&self) -> bool {
         matches!(self.state, State::Quoted | State::QuoteInQuoted)
+    }
+
+    /// Returns whether the record scanned so far contains a CR outside quotes
+    /// that is data, not part of a line terminator. A file with CR-only line
+    /// endings has one in its first record.
+    pub fn data_cr(&self) -> bool {
+        self.data_cr
     }
 
     /// Returns, after [`Step::BrokenQuote`], the line of the quote (counted
@@ -255,9 +267,11 @@ impl Tokenizer {
                         self.push_field(self.field_start, self.cr_start);
                         return self.end_record(self.cr_start, p + 1);
                     } else if byte == delimiter {
+                        self.data_cr = true;
                         self.push_field(self.field_start, p);
                         self.state = State::FieldStart;
                     } else if byte != b'\r' {
+                        self.data_cr = true;
                         self.state = State::Unquoted;
                     }
                     p += 1;
@@ -314,6 +328,7 @@ impl Tokenizer {
                         self.push_quoted_field(self.field_end);
                         return self.end_record(self.cr_start, p + 1);
                     } else if byte != b'\r' {
+                        self.data_cr = true;
                         if let Some(step) = self.unexpected_after_quote(p, b'\r') {
                             return step;
                         }
@@ -457,6 +472,42 @@ mod tests {
         let (step, values) = split("a\rb,c\r,\"d\re\"\n");
         assert_eq!(step, Step::Record { len: 12, next: 13 });
         assert_eq!(values, ["a\rb", "c\r", "d\re"]);
+    }
+
+    #[test]
+    fn data_cr_marks_cr_outside_quotes() {
+        let data_cr = |input: &str| {
+            let mut tokenizer = Tokenizer::new(b',');
+            if tokenizer.advance(input.as_bytes(), usize::MAX) == Step::Incomplete {
+                tokenizer.finish(input.as_bytes());
+            }
+            tokenizer.data_cr()
+        };
+        for input in [
+            "a\rb\n",
+            "a\r,b\n",
+            "\ra\n",
+            "a,b\r\rc",
+            "\"a\"\rb\n",
+            "\"a\"\r,b\n",
+        ] {
+            assert!(data_cr(input), "{input:?}");
+        }
+        for input in [
+            "a,b\r\n",
+            "a,b\r\r\n",
+            "a,b\r",
+            "\"a\"\r\n",
+            "\"a\rb\"\n",
+            "\"a\"\r",
+        ] {
+            assert!(!data_cr(input), "{input:?}");
+        }
+
+        let mut tokenizer = Tokenizer::new(b',');
+        let _ = tokenizer.advance(b"a\rb\n", usize::MAX);
+        tokenizer.reset();
+        assert!(!tokenizer.data_cr());
     }
 
     #[test]

@@ -1046,3 +1046,279 @@ fn read_back_rejects_bad_raw() {
         "{error}"
     );
 }
+
+/// Maps the one record of `input`, a file with a single data row.
+fn map_one(config: &Arc<Config>, input: &str) -> Result<Request, String> {
+    let (mut parser, out) = parser_for(config, input.as_bytes());
+    assert_eq!(out.len(), 1, "{input:?}");
+    parser.map_record(record(&out[0]).raw.as_slice())
+}
+
+#[test]
+fn dot_segment_values_fail_mapping() {
+    let cases = [
+        ("/r/{id}", "..", "/r/.."),
+        ("/r/{id}", ".", "/r/."),
+        ("/r/{id}/v", "..", "/r/../v"),
+        ("/r/{id}/v", ".", "/r/./v"),
+        ("/{id}", "..", "/.."),
+        ("/r/{id}/", "..", "/r/../"),
+        ("/r/{id}?x=1", "..", "/r/..?x=1"),
+    ];
+    for (path, value, built) in cases {
+        let config = config(&[("path", path)]);
+        let input = format!("id,name\n{value},evil\n");
+        let error = map_one(&config, &input).unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "column \"id\" has value {value:?} which cannot be a path segment in the path \
+                 template, because URL normalisation would remove it and send the request to \
+                 another path; change the value or move the placeholder into the query"
+            ),
+            "{path} would build {built}"
+        );
+    }
+}
+
+#[test]
+fn dots_in_longer_segments_map() {
+    let cases = [
+        ("/r/{id}", "a..b", "/r/a..b"),
+        ("/r/{id}", ".x", "/r/.x"),
+        ("/r/{id}", "x.", "/r/x."),
+        ("/r/{id}", "...", "/r/..."),
+        ("/r/{id}", "%2e", "/r/%252e"),
+        ("/r/{id}", "%2E%2E", "/r/%252E%252E"),
+        ("/r/{id}", "../x", "/r/..%2Fx"),
+        ("/r/x{id}", "..", "/r/x.."),
+        ("/r/x{id}", ".", "/r/x."),
+        ("/r/{id}x", ".", "/r/.x"),
+        ("/r/.{id}", "..", "/r/..."),
+        ("/r/%2{id}", "f", "/r/%2f"),
+        ("/r?q={id}", "..", "/r?q=.."),
+        ("/r?q={id}", ".", "/r?q=."),
+        ("/r/v?q=/{id}", "..", "/r/v?q=/.."),
+        ("/r/{name}?q={id}", "..", "/r/evil?q=.."),
+    ];
+    for (path, value, expected) in cases {
+        let config = config(&[("path", path), ("key", "")]);
+        let input = format!("id,name\n{value},evil\n");
+        let request = map_one(&config, &input).unwrap_or_else(|e| panic!("{path} {value}: {e}"));
+        assert_eq!(request.path, expected, "{path} {value}");
+    }
+}
+
+#[test]
+fn placeholder_completing_dot_segment_fails() {
+    // A placeholder that is only part of a segment can still complete a dot
+    // segment together with the literal text around it.
+    let cases = [
+        ("/r/.{id}", ".", ".."),
+        ("/r/{id}.", ".", ".."),
+        ("/r/%2e{id}", ".", "%2e."),
+        ("/r/{id}%2E", ".", ".%2E"),
+        ("/r/%2{id}", "e", "%2e"),
+        ("/r/%2{id}", "E", "%2E"),
+        ("/r/%2e%2{id}/v", "E", "%2e%2E"),
+    ];
+    for (path, value, segment) in cases {
+        let config = config(&[("path", path), ("key", "")]);
+        let input = format!("id,name\n{value},evil\n");
+        let error = map_one(&config, &input).unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "column \"id\" has value {value:?} which makes the path segment {segment:?} in \
+                 the path template a dot segment, so URL normalisation would remove it and send \
+                 the request to another path; change the value or the path template"
+            ),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn placeholders_sharing_dot_segment_fail() {
+    let config1 = config(&[("path", "/r/{a}{b}/v"), ("key", "")]);
+    let error = map_one(&config1, "a,b\n.,.\n").unwrap_err();
+    assert_eq!(
+        error,
+        "columns \"a\", \"b\" have values \".\", \".\" which make the path segment \"..\" in \
+         the path template a dot segment, so URL normalisation would remove it and send the \
+         request to another path; change the values or the path template"
+    );
+    assert_eq!(map_one(&config1, "a,b\n.,x\n").unwrap().path, "/r/.x/v");
+
+    // A column that appears twice in the segment is named once.
+    let config2 = config(&[("path", "/r/{a}{a}"), ("key", "")]);
+    let error = map_one(&config2, "a,b\n.,x\n").unwrap_err();
+    assert!(
+        error.starts_with("column \"a\" has value \".\" which makes the path segment \"..\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn dot_segment_fails_only_its_record() {
+    let config = config(&[("path", "/r/{id}")]);
+    let input = b"id,name\n1,a\n..,evil\n.,evil\n2,b\n";
+    let (mut parser, out) = parser_for(&config, input);
+    assert_eq!(out.len(), 4);
+    let paths: Vec<Result<String, String>> = out
+        .iter()
+        .map(|item| parser.map_record(item.raw()).map(|request| request.path))
+        .collect();
+    assert_eq!(paths[0].as_deref(), Ok("/r/1"));
+    assert!(paths[1].is_err(), "{:?}", paths[1]);
+    assert!(paths[2].is_err(), "{:?}", paths[2]);
+    assert_eq!(paths[3].as_deref(), Ok("/r/2"));
+}
+
+#[test]
+fn read_back_rejects_dot_segments() {
+    // With PUT and no read_path, read-back uses the record's own path.
+    let config1 = config(&[("path", "/r/{id}")]);
+    let (mut parser, out) = parser_for(&config1, b"id,name\n..,evil\n1,a\n");
+    let error = parser.read_back(out[0].raw()).unwrap_err();
+    assert!(
+        error.starts_with(
+            "column \"id\" has value \"..\" which cannot be a path segment in the path template"
+        ),
+        "{error}"
+    );
+    let read_back = parser.read_back(out[1].raw()).unwrap().unwrap();
+    assert_eq!(read_back.request.path, "/r/1");
+
+    let config2 = config(&[
+        ("path", "/r"),
+        ("method", "POST"),
+        ("read_path", "/r/{city}/{id}"),
+    ]);
+    let (mut parser, out) = parser_for(&config2, b"id,city\n1,.\n1,..x\n");
+    assert_eq!(parser.map_record(out[0].raw()).unwrap().path, "/r");
+    let error = parser.read_back(out[0].raw()).unwrap_err();
+    assert_eq!(
+        error,
+        "column \"city\" has value \".\" which cannot be a path segment in the read_path \
+         template, because URL normalisation would remove it and send the request to another \
+         path; change the value or move the placeholder into the query"
+    );
+    let read_back = parser.read_back(out[1].raw()).unwrap().unwrap();
+    assert_eq!(read_back.request.path, "/r/..x/1");
+}
+
+/// Files whose line endings are CRs alone, with no LF.
+const CR_ONLY_FILES: &[&[u8]] = &[
+    b"id,name\r1,a\r2,b\r",
+    b"id,name\r1,a\r2,b",
+    b"id\r1\r2\r",
+    b"\"id\",\"name\"\r\"1\",\"a\"\r",
+    b"\xEF\xBB\xBFid,name\r1,a\r",
+    b"\n\nid,name\r1,a\r",
+    b"id,name\r\r1,a\r",
+];
+
+#[test]
+fn cr_only_line_endings_fail_file() {
+    let config = default_config();
+    for input in CR_ONLY_FILES {
+        for split in 0..=input.len() {
+            let (first, second) = input.split_at(split);
+            let error = parse_chunks(&config, &[first, second]).unwrap_err();
+            assert_eq!(error, CR_IN_HEADER, "{input:?} split at {split}");
+        }
+        let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+        let error = parse_chunks(&config, &bytewise).unwrap_err();
+        assert_eq!(error, CR_IN_HEADER, "{input:?} byte by byte");
+    }
+    assert_eq!(
+        CR_IN_HEADER,
+        "the header row contains a carriage return outside quotes, so the file seems to use \
+         CR-only line endings, which are not supported; convert the file to LF or CRLF line \
+         endings"
+    );
+}
+
+#[test]
+fn cr_only_error_comes_from_feed() {
+    let mut parser = Parser::new(default_config());
+    let error = parser.feed(b"id,name\r1,a\r2,").unwrap_err();
+    assert_eq!(error, CR_IN_HEADER);
+    assert_eq!(parser.feed(b"b\r").unwrap_err(), CR_IN_HEADER);
+    assert_eq!(parser.finish().unwrap_err(), CR_IN_HEADER);
+}
+
+#[test]
+fn long_cr_only_file_is_not_overflow() {
+    let config = config(&[("path", "/x/{id}"), ("max_record_bytes", "1024")]);
+    let mut input = b"id,name\r".to_vec();
+    for i in 0..1000 {
+        input.extend_from_slice(format!("{i},name {i}\r").as_bytes());
+    }
+    assert!(input.len() > 2 * 1024);
+    let error = parse_chunks(&config, &[&input]).unwrap_err();
+    assert_eq!(error, CR_IN_HEADER);
+}
+
+#[test]
+fn cr_inside_header_name_fails_file() {
+    let config = default_config();
+    for input in [
+        &b"id,na\rme\n1,2\n"[..],
+        b"id\r,name\n1,2\n",
+        b"\rid,name\n",
+    ] {
+        let error = parse_chunks(&config, &[input]).unwrap_err();
+        assert_eq!(error, CR_IN_HEADER, "{input:?}");
+    }
+}
+
+#[test]
+fn quoted_line_break_in_header_fails_file() {
+    let config = default_config();
+    let cases: &[(&[u8], &str)] = &[
+        (b"id,\"first\nname\"\n1,2\n", "column 2 (\"first\\nname\")"),
+        (
+            b"id,\"first\r\nname\"\r\n1,2\r\n",
+            "column 2 (\"first\\r\\nname\")",
+        ),
+        (b"\"i\rd\",name\n1,2\n", "column 1 (\"i\\rd\")"),
+    ];
+    for (input, column) in cases {
+        let error = parse_chunks(&config, &[input]).unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "{column} of the header row contains a line break inside quotes, but a column \
+                 name cannot contain one; remove it from the header row"
+            ),
+            "{input:?}"
+        );
+    }
+}
+
+#[test]
+fn crlf_files_still_parse() {
+    let config = default_config();
+    let input = b"id,text\r\n1,\"a\r\nb\"\r\n2,\"c\rd\"\r\n3,e\rf\r\n4,\"g\nh\"\r\r\n5,i";
+    let (mut parser, out) = parser_for(&config, input);
+    assert_eq!(parser.columns().unwrap(), ["id", "text"]);
+    assert_eq!(out.len(), 5);
+    let texts: Vec<serde_json::Value> = out
+        .iter()
+        .map(|item| values(&mut parser, record(item).raw.as_slice())[1].clone())
+        .collect();
+    assert_eq!(texts, ["a\r\nb", "c\rd", "e\rf", "g\nh", "i"]);
+
+    for header in [
+        &b"id,text\r\n"[..],
+        b"id,text\r\r\n",
+        b"id,text\r",
+        b"\"id\",\"text\"\r\n",
+    ] {
+        let (parser, out) = parser_for(&config, header);
+        assert!(out.is_empty(), "{header:?}");
+        assert_eq!(parser.columns().unwrap(), ["id", "text"], "{header:?}");
+    }
+}
