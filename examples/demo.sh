@@ -54,6 +54,7 @@ options=(
   --plugin-config key=iata
   --plugin-config 'path=/airports/{iata}'
   --dead-letter-dir "$run_dir/dead-letters"
+  --state-dir "$run_dir/state"
   --timeout 1s
   --initial-backoff 50ms
   --max-backoff 500ms

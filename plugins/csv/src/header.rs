@@ -74,7 +74,7 @@ impl Header {
             .map(|f| f.value(text).into_owned())
             .collect();
         // After the `data_cr` check, a CR or LF can only be inside quotes.
-        if let Some(index) = names.iter().position(|name| name.is_empty() && false) {
+        if let Some(index) = names.iter().position(|name| name.contains(['\r', '\n'])) {
             return Err(format!(
                 "column {} ({:?}) of the header row contains a line break inside quotes, but \
                  a column name cannot contain one; remove it from the header row",
@@ -297,6 +297,23 @@ mod tests {
             message.contains("invalid UTF-8 in the header row at byte 2"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn rejects_line_breaks_in_names() {
+        let config = config(&[("path", "/x")]);
+        for row in ["id\r,name", "id,na\rme", "\"id\"\r,name"] {
+            assert_eq!(header(row, &config).unwrap_err(), CR_IN_HEADER, "{row:?}");
+        }
+
+        let message = header("id,\"na\nme\"", &config).unwrap_err();
+        assert_eq!(
+            message,
+            "column 2 (\"na\\nme\") of the header row contains a line break inside quotes, \
+             but a column name cannot contain one; remove it from the header row"
+        );
+        assert!(header("id,\"na\rme\"", &config).is_err());
+        assert!(header("id,name\r", &config).is_ok());
     }
 
     #[test]

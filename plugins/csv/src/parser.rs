@@ -213,9 +213,9 @@ impl Parser {
                 return Ok(());
             }
             let mut step = self.tokenizer.advance(bytes, self.config.max_record_bytes);
-            // `Header::parse` reports this too, but failing here stops a file
-            // with CR-only line endings at its first line instead of after
-            // buffering it up to max_record_bytes as one header row.
+            // `Header::parse` reports this too. Failing here stops a file with
+            // CR-only line endings at its first such CR, instead of buffering
+            // it as one header row until max_record_bytes reports an overflow.
             if self.header.is_none() && self.tokenizer.data_cr() {
                 return Err(CR_IN_HEADER.to_owned());
             }
