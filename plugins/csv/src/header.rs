@@ -46,10 +46,10 @@ impl Header {
     ///
     /// # Errors
     ///
-    /// Returns a message for a CR outside quotes that is not part of the
-    /// line terminator, a quoting error, invalid UTF-8, a column name with a
-    /// line break, a duplicate column name, a column named like `id_field`,
-    /// or a key column or path placeholder that the header lacks.
+    /// Returns a message for a CR outside quotes that does not end the row, a
+    /// quoting error or invalid UTF-8. Also for a column name with a line
+    /// break, a duplicate column name, a column named like `id_field`, or a
+    /// key column or path placeholder that the header lacks.
     pub fn parse(raw: &[u8], tokenizer: &Tokenizer, config: &Config) -> Result<Header, String> {
         if tokenizer.data_cr() {
             return Err(CR_IN_HEADER.to_owned());

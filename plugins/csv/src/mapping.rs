@@ -34,9 +34,9 @@ struct Row<'a> {
 /// # Errors
 ///
 /// Returns a message when `raw` is not exactly one well-formed record with
-/// the header's number of fields, when a path placeholder's value is empty
-/// or null or makes a dot segment such as `..`, or when `id_field` is set
-/// and every key column is empty.
+/// the header's number of fields, or when `id_field` is set and every key
+/// column is empty. Also when a path placeholder's value is empty, null or
+/// makes a dot segment such as `..`.
 pub fn map_record(
     raw: &[u8],
     header: &Header,
@@ -55,7 +55,7 @@ pub fn map_record(
 /// # Errors
 ///
 /// As for [`map_record`], and when a `read_path` placeholder's value is
-/// empty or null or makes a dot segment.
+/// empty, null or makes a dot segment.
 pub fn read_back(
     raw: &[u8],
     header: &Header,

@@ -133,10 +133,9 @@ impl Parser {
     ///
     /// # Errors
     ///
-    /// Returns a message when the header is not known yet, when `raw` is not
-    /// one well-formed record that matches the header, or when a path
-    /// placeholder's value is empty or null or makes a dot segment such as
-    /// `..`.
+    /// Returns a message when the header is not known yet, or when `raw` is
+    /// not one well-formed record that matches the header. Also when a path
+    /// placeholder's value is empty, null or makes a dot segment such as `..`.
     pub fn map_record(&mut self, raw: &[u8]) -> Result<Request, String> {
         let Some(header) = &self.header else {
             return Err(NO_HEADER.to_owned());

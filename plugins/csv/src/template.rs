@@ -135,7 +135,7 @@ pub fn push_encoded(out: &mut String, value: &str) {
 
 /// Returns whether `segment` is a dot segment: `.` or `..`, where each dot
 /// may also be written `%2e` or `%2E`. URL parsers that follow the WHATWG URL
-/// Standard, such as the `url` crate that the host uses, remove such a
+/// Standard, such as the `url` crate (2.5.9) that the host uses, remove such a
 /// segment (and for `..` the one before it) from a path, so the request goes
 /// to another resource. Percent-encoding the dots does not prevent that.
 pub fn is_dot_segment(segment: &str) -> bool {
