@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 /// Version of the ledger entry format.
 pub const LEDGER_VERSION: u32 = 1;
 
-/// What the ledger knows about one input file.
+/// The ledger's record of one input file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     /// Ledger format version, [`LEDGER_VERSION`].

@@ -27,7 +27,7 @@ use crate::plugin::{Parsed, Plugin, Position, ReadBack, Record};
 /// How many problems of each file the summary lists.
 const LISTED_PROBLEMS: usize = 20;
 
-/// What verification found in one file.
+/// The verification result of one file.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyFileReport {
     pub path: PathBuf,
@@ -38,11 +38,11 @@ pub struct VerifyFileReport {
     pub unchecked: u64,
     /// The first problems, as `record N (line L) key K: what`.
     pub problems: Vec<String>,
-    /// Why the file could not be verified to its end, if it could not.
+    /// The reason the file could not be verified to its end, if any.
     pub error: Option<String>,
 }
 
-/// What verification found in all files.
+/// The verification results of all files.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyReport {
     pub files: Vec<VerifyFileReport>,

@@ -42,7 +42,8 @@ use crate::report::{Counters, FileReport};
 /// Minimum time between two ledger writes for one file.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Where a record originally came from, for sidecar entries and keys.
+/// The original source and position of a record, for sidecar entries and
+/// idempotency keys.
 #[derive(Clone, Debug)]
 pub struct Origin {
     pub source: String,
@@ -65,7 +66,7 @@ pub trait Origins: Send + Sync {
     }
 }
 
-/// What an earlier run of the same file already did.
+/// The progress an earlier run of the same file left behind.
 #[derive(Debug, Default)]
 pub struct Resume {
     /// Every record up to this number is handled.
@@ -76,7 +77,7 @@ pub struct Resume {
     pub written: Written,
 }
 
-/// Where the dispatcher records its progress.
+/// The ledger entry that the dispatcher updates.
 pub struct Checkpoint {
     pub ledger: Ledger,
     pub input: PathBuf,
@@ -110,8 +111,8 @@ pub struct DispatchContext<'a> {
 pub struct Dispatcher<'a> {
     context: DispatchContext<'a>,
     tasks: JoinSet<Finished>,
-    // A key is present while one of its records is in flight; the queue
-    // holds its later records.
+    // A key is present while one of its records is in flight. Its queue
+    // contains the key's later records.
     queues: HashMap<String, VecDeque<Pending>>,
     // Keys with a record in a dead-letter or rejected file, with that
     // record's number and file: later records of the key follow it there.

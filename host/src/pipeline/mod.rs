@@ -433,7 +433,7 @@ pub fn dead_letter_inputs(paths: &[PathBuf], include_rejected: bool) -> anyhow::
         };
         if name.kind == dead_letter::Kind::Rejected && !include_rejected {
             anyhow::bail!(
-                "{} holds rejected records; pass --include-rejected to reprocess them",
+                "{} contains rejected records; pass --include-rejected to reprocess them",
                 path.display()
             );
         }
