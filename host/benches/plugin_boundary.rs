@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sluice::plugin::{Parsed, Plugin, Record};
+use sluice::plugin::{Parsed, Plugin, PluginLimits, Record};
 
 const RUNS: usize = 5;
 const CHUNK: usize = 64 * 1024;
@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         plugin_path.display()
     );
 
-    let mut plugin = Plugin::load(&plugin_path)?;
+    let mut plugin = Plugin::load(&plugin_path, PluginLimits::default())?;
     let config = vec![
         ("key".to_owned(), key.clone()),
         ("path".to_owned(), format!("/items/{{{key}}}")),

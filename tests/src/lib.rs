@@ -55,6 +55,19 @@ pub fn csv_plugin() -> PathBuf {
     built(workspace_root().join("plugins/csv.wasm"), "plugin")
 }
 
+/// Returns the compiled JSON Lines plugin component.
+pub fn jsonl_plugin() -> PathBuf {
+    built(workspace_root().join("plugins/jsonl.wasm"), "plugin")
+}
+
+/// Returns the misbehaving test plugin built from `tests/plugins/hostile`.
+pub fn hostile_plugin() -> PathBuf {
+    built(
+        workspace_root().join("tests/plugins/hostile.wasm"),
+        "plugin",
+    )
+}
+
 /// Returns a dataset bundled in `examples/data`.
 pub fn dataset(name: &str) -> PathBuf {
     built(workspace_root().join("examples/data").join(name), "dataset")

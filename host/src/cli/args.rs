@@ -95,6 +95,16 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_PLUGIN_PATH", value_name = "FILE")]
     pub plugin: Option<PathBuf>,
 
+    /// Memory one plugin instance may use, in MiB [default: 256]. Key:
+    /// plugin.max_memory_mib.
+    #[arg(long, env = "SLUICE_PLUGIN_MAX_MEMORY_MIB", value_name = "MIB")]
+    pub plugin_max_memory_mib: Option<usize>,
+
+    /// Time one plugin call may take [default: 10s]. Key:
+    /// plugin.call_timeout.
+    #[arg(long, env = "SLUICE_PLUGIN_CALL_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub plugin_call_timeout: Option<Duration>,
+
     /// Plugin setting; repeat for more. Key: plugin.config.KEY; variable:
     /// SLUICE_PLUGIN_CONFIG_KEY.
     #[arg(long = "plugin-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -231,6 +241,11 @@ impl CommonArgs {
         for (name, value) in &self.headers {
             config.http.headers.insert(name.clone(), value.clone());
         }
+        set(
+            &mut config.plugin.max_memory_mib,
+            &self.plugin_max_memory_mib,
+        );
+        set(&mut config.plugin.call_timeout, &self.plugin_call_timeout);
         set(&mut config.progress, &self.progress);
         set(&mut config.http.concurrency, &self.concurrency);
         set(&mut config.http.timeout, &self.timeout);

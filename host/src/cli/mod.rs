@@ -22,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 pub use self::args::{Cli, Command, CommonArgs, PluginCommand};
 use crate::config::{apply_env_maps, Config, Settings};
 use crate::pipeline::{dead_letter_inputs, Input, InputKind, Pipeline};
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::{Plugin, PluginError, PluginLimits};
 use crate::report::{Counters, Progress, RunReport};
 
 /// Exit status for usage and configuration errors.
@@ -86,7 +86,7 @@ pub fn main() -> ExitCode {
 }
 
 fn plugin_info(path: &Path) -> Result<u8, Failure> {
-    let plugin = load_plugin(path)?;
+    let plugin = load_plugin(path, PluginLimits::default())?;
     let info = plugin.info();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "name        {}", info.name);
@@ -100,7 +100,7 @@ fn plugin_info(path: &Path) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn load_plugin(path: &Path) -> Result<Plugin, Failure> {
+fn load_plugin(path: &Path, limits: PluginLimits) -> Result<Plugin, Failure> {
     if path.is_dir() {
         let message = format!(
             "plugin {} is a directory; pass its .wasm file",
@@ -115,7 +115,7 @@ fn load_plugin(path: &Path) -> Result<Plugin, Failure> {
         );
         return Err(Failure::usage(anyhow::anyhow!(message)));
     }
-    Plugin::load(path).map_err(Failure::other)
+    Plugin::load(path, limits).map_err(Failure::other)
 }
 
 fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
@@ -136,7 +136,7 @@ fn verify(log_level: &str, common: &CommonArgs, files: &[PathBuf]) -> Result<u8,
     for path in files {
         check_input(path)?;
     }
-    let mut plugin = load_plugin(&settings.plugin_path)?;
+    let mut plugin = load_plugin(&settings.plugin_path, settings.plugin_limits)?;
     match plugin.configure(settings.plugin_config.clone()) {
         Ok(()) => {}
         Err(err @ PluginError::Config { .. }) => return Err(Failure::usage(err)),
@@ -226,7 +226,7 @@ fn ingest(
         check_input(&input.path)?;
     }
 
-    let mut plugin = load_plugin(&settings.plugin_path)?;
+    let mut plugin = load_plugin(&settings.plugin_path, settings.plugin_limits)?;
     match plugin.configure(settings.plugin_config.clone()) {
         Ok(()) => {}
         Err(err @ PluginError::Config { .. }) => return Err(Failure::usage(err)),

@@ -122,16 +122,37 @@ pub enum KeySource {
     RecordKey,
 }
 
+/// Default memory limit of a plugin instance, in MiB.
+pub const DEFAULT_PLUGIN_MAX_MEMORY_MIB: usize = 256;
+/// Default time one plugin call may take.
+pub const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The `[plugin]` table.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginConfig {
     /// Path of the plugin component (a `.wasm` file).
     pub path: Option<PathBuf>,
+    /// Linear memory one plugin instance may grow to, in MiB.
+    pub max_memory_mib: usize,
+    /// Time one call into the plugin may take before it is stopped.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
     /// Key/value pairs handed to the plugin's `configure` function. TOML
     /// numbers and booleans are passed on as their text.
     #[serde(deserialize_with = "scalars_as_strings")]
     pub config: BTreeMap<String, String>,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            path: None,
+            max_memory_mib: DEFAULT_PLUGIN_MAX_MEMORY_MIB,
+            call_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT,
+            config: BTreeMap::new(),
+        }
+    }
 }
 
 fn scalars_as_strings<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
@@ -306,6 +327,7 @@ pub struct Settings {
     pub endpoint: Url,
     pub plugin_path: PathBuf,
     pub plugin_config: Vec<(String, String)>,
+    pub plugin_limits: crate::plugin::PluginLimits,
     pub dead_letter_dir: PathBuf,
     pub state_dir: PathBuf,
     /// The idempotency header and key source, or `None` when turned off.
@@ -482,6 +504,20 @@ impl Config {
             problem("input.chunk_size", &self.input.chunk_size, &allowed);
         }
 
+        let plugin = &self.plugin;
+        if !(16..=65536).contains(&plugin.max_memory_mib) {
+            let value = plugin.max_memory_mib;
+            problem(
+                "plugin.max_memory_mib",
+                &value,
+                "an integer from 16 to 65536",
+            );
+        }
+        if plugin.call_timeout < Duration::from_millis(10) {
+            let value = humantime::format_duration(plugin.call_timeout);
+            problem("plugin.call_timeout", &value, "a duration of at least 10ms");
+        }
+
         let idempotency = &self.idempotency;
         let idempotency_header = HeaderName::from_bytes(idempotency.header.as_bytes()).ok();
         if idempotency.enabled && idempotency_header.is_none() {
@@ -506,6 +542,10 @@ impl Config {
             endpoint,
             plugin_path,
             plugin_config: self.plugin.config.clone().into_iter().collect(),
+            plugin_limits: crate::plugin::PluginLimits {
+                max_memory: plugin.max_memory_mib * 1024 * 1024,
+                call_timeout: plugin.call_timeout,
+            },
             dead_letter_dir: self
                 .dead_letter_dir
                 .clone()

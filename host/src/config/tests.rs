@@ -9,7 +9,7 @@ fn minimal() -> Config {
         endpoint: Some("http://127.0.0.1:8080/api".to_owned()),
         plugin: PluginConfig {
             path: Some(PathBuf::from("plugins/csv.wasm")),
-            config: BTreeMap::new(),
+            ..PluginConfig::default()
         },
         ..Config::default()
     }
@@ -169,5 +169,16 @@ fn plugin_config_rejects_tables() {
     assert!(
         err.to_string().contains("a string, number or boolean"),
         "{err}"
+    );
+}
+
+#[test]
+fn plugin_limits_are_checked() {
+    let mut config = minimal();
+    config.plugin.max_memory_mib = 1;
+    config.plugin.call_timeout = Duration::from_millis(1);
+    assert_eq!(
+        problem_keys(&config),
+        ["plugin.max_memory_mib", "plugin.call_timeout"]
     );
 }

@@ -28,8 +28,26 @@ pub use bindings::sluice::plugin::types::{
 use bindings::sluice::plugin::types::{Response, Verdict as PluginVerdict};
 use bindings::{FormatPlugin, FormatPluginPre};
 
-/// Memory a plugin instance may grow to, in bytes.
-const MAX_MEMORY: usize = 256 * 1024 * 1024;
+/// How often the engine's epoch advances; call deadlines count in these.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Resource limits for each plugin instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Bytes of linear memory an instance may grow to.
+    pub max_memory: usize,
+    /// Time one call into the plugin may take before it is interrupted.
+    pub call_timeout: Duration,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            max_memory: 256 * 1024 * 1024,
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// An error raised by the plugin runtime.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +89,7 @@ impl WasiView for HostState {
 /// A loaded and linked plugin component, ready to instantiate.
 pub struct Plugin {
     engine: Engine,
+    limits: PluginLimits,
     pre: FormatPluginPre<HostState>,
     path: PathBuf,
     info: PluginInfo,
@@ -84,7 +103,7 @@ impl Plugin {
     ///
     /// Fails when the file cannot be read, is not a component, does not
     /// implement the `sluice:plugin/format` interface, or traps in `info`.
-    pub fn load(path: &Path) -> anyhow::Result<Plugin> {
+    pub fn load(path: &Path, limits: PluginLimits) -> anyhow::Result<Plugin> {
         let started = Instant::now();
         let engine = new_engine()?;
         let bytes = std::fs::read(path)
@@ -116,6 +135,7 @@ impl Plugin {
 
         let mut plugin = Plugin {
             engine,
+            limits,
             pre,
             path: path.to_owned(),
             info: placeholder_info(path),
@@ -162,7 +182,10 @@ impl Plugin {
     }
 
     fn instantiate_unconfigured(&self) -> Result<Instance, PluginError> {
-        let limits = StoreLimitsBuilder::new().memory_size(MAX_MEMORY).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.max_memory)
+            .trap_on_grow_failure(true)
+            .build();
         let state = HostState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -170,6 +193,10 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        let ticks = self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis();
+        let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX).max(1);
+        store.set_epoch_deadline(deadline_ticks);
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -182,6 +209,8 @@ impl Plugin {
             store,
             bindings,
             name: self.info.name.clone(),
+            limits: self.limits,
+            deadline_ticks,
         })
     }
 }
@@ -191,14 +220,39 @@ pub struct Instance {
     store: Store<HostState>,
     bindings: FormatPlugin,
     name: String,
+    limits: PluginLimits,
+    deadline_ticks: u64,
 }
 
 impl Instance {
+    /// Restarts the call deadline; every call into the guest gets its own.
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
     fn trap(&self, call: &'static str, err: impl Into<anyhow::Error>) -> PluginError {
+        let err: anyhow::Error = err.into();
+        let chain = format!("{err:#}");
+        let source: Box<dyn std::error::Error + Send + Sync> =
+            if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+                let message = format!(
+                    "the call ran longer than plugin.call_timeout ({})",
+                    humantime::format_duration(self.limits.call_timeout)
+                );
+                message.into()
+            } else if chain.contains("growing memory") {
+                let message = format!(
+                    "the plugin needed more memory than plugin.max_memory ({} MiB)",
+                    self.limits.max_memory / (1024 * 1024)
+                );
+                message.into()
+            } else {
+                err.into()
+            };
         PluginError::Trap {
             plugin: self.name.clone(),
             call,
-            source: err.into().into(),
+            source,
         }
     }
 
@@ -210,6 +264,7 @@ impl Instance {
     }
 
     fn configure(&mut self, config: &[(String, String)]) -> Result<(), PluginError> {
+        self.arm();
         let guest = self.bindings.sluice_plugin_format();
         let result = guest.call_configure(&mut self.store, config);
         match result.map_err(|err| self.trap("configure", err))? {
@@ -227,6 +282,7 @@ impl Instance {
 
     /// Creates a parser for a new input file on this instance.
     pub fn parser(mut self) -> Result<FileParser, PluginError> {
+        self.arm();
         let guest = self.bindings.sluice_plugin_format();
         let result = guest.parser().call_constructor(&mut self.store);
         let handle = result.map_err(|err| self.trap("parser constructor", err))?;
@@ -263,6 +319,7 @@ impl Classifier {
             *slot = Some(self.plugin.instantiate()?);
         }
         let instance = slot.as_mut().expect("filled above");
+        instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
         match guest.call_classify(&mut instance.store, response) {
             Ok(verdict) => Ok(verdict),
@@ -329,6 +386,7 @@ impl FileParser {
     /// completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Parsed>, PluginError> {
         let instance = &mut self.instance;
+        instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
         let result = guest
             .parser()
@@ -340,6 +398,7 @@ impl FileParser {
     /// Ends the file and returns the records still buffered.
     pub fn finish(&mut self) -> Result<Vec<Parsed>, PluginError> {
         let instance = &mut self.instance;
+        instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
         let result = guest.parser().call_finish(&mut instance.store, self.handle);
         let parsed = result.map_err(|err| instance.trap("finish", err))?;
@@ -349,6 +408,7 @@ impl FileParser {
     /// Maps records to requests, one result per record.
     pub fn map(&mut self, records: &[Record]) -> Result<Vec<Result<Request, String>>, PluginError> {
         let instance = &mut self.instance;
+        instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
         let result = guest
             .parser()
@@ -368,6 +428,7 @@ impl FileParser {
     /// Maps records to read-back checks, one result per record.
     pub fn read_back(&mut self, records: &[Record]) -> Result<Vec<Option<ReadBack>>, PluginError> {
         let instance = &mut self.instance;
+        instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
         let result = guest
             .parser()
@@ -387,6 +448,7 @@ impl FileParser {
     /// Returns the bytes that start a dead-letter file for this file.
     pub fn preamble(&mut self) -> Result<Vec<u8>, PluginError> {
         let instance = &mut self.instance;
+        instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
         let result = guest
             .parser()
@@ -398,6 +460,9 @@ impl FileParser {
 fn new_engine() -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // Epoch interruption bounds each plugin call: a ticker advances the
+    // epoch, and a store traps once its deadline, counted in ticks, passes.
+    config.epoch_interruption(true);
     // The on-disk cache keys compiled code by the component's bytes and
     // the engine's settings; a second start of the same plugin skips
     // compilation. A cache that cannot be set up only costs speed.
@@ -407,9 +472,21 @@ fn new_engine() -> anyhow::Result<Engine> {
         }
         Err(err) => tracing::debug!(error = %err, "compiled-plugin cache disabled"),
     }
-    Engine::new(&config)
+    let engine = Engine::new(&config)
         .map_err(anyhow::Error::from)
-        .context("failed to create the WebAssembly engine")
+        .context("failed to create the WebAssembly engine")?;
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("plugin-epoch".to_owned())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("failed to start the plugin deadline thread")?;
+    Ok(engine)
 }
 
 fn placeholder_info(path: &Path) -> PluginInfo {
