@@ -340,26 +340,51 @@ pub struct Written {
     pub held_keys: std::collections::HashMap<String, (u64, Kind)>,
 }
 
-/// Scans the sidecars in `dir` for records written while reading the
-/// input whose fingerprint is `fingerprint`. A missing directory holds
-/// none.
+/// One record waiting in a dead-letter or rejected file.
+#[derive(Clone, Debug)]
+pub struct PendingRecord {
+    /// The data file the record is in.
+    pub file: PathBuf,
+    /// The file's run id, which orders files oldest first.
+    pub run_id: String,
+    pub entry: SidecarEntry,
+}
+
+/// Reads the sidecars of every dead-letter and rejected file in `dir`. A
+/// missing directory has none.
 ///
 /// # Errors
 ///
 /// Fails when the directory or a sidecar cannot be read.
-pub fn written_from(dir: &Path, fingerprint: &str) -> io::Result<Written> {
-    let mut written = Written::default();
+pub fn pending(dir: &Path) -> io::Result<Vec<PendingRecord>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(written),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(err),
     };
+    let mut pending = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        if parse_name(&path).is_none() {
+        let Some(name) = parse_name(&path) else {
             continue;
-        }
+        };
         for line in read_sidecar(&sidecar_path(&path))?.entries {
+            pending.push(PendingRecord {
+                file: path.clone(),
+                run_id: name.run_id.clone(),
+                entry: line,
+            });
+        }
+    }
+    Ok(pending)
+}
+
+/// Finds the records in `pending` that were written while reading the
+/// input whose fingerprint is `fingerprint`.
+pub fn written_from(pending: &[PendingRecord], fingerprint: &str) -> Written {
+    let mut written = Written::default();
+    {
+        for line in pending.iter().map(|record| record.entry.clone()) {
             if line.input_fingerprint.as_deref() != Some(fingerprint) {
                 continue;
             }
@@ -378,7 +403,7 @@ pub fn written_from(dir: &Path, fingerprint: &str) -> io::Result<Written> {
             }
         }
     }
-    Ok(written)
+    written
 }
 
 /// Returns a run id: the UTC time to the millisecond and the process id,
@@ -466,7 +491,7 @@ mod tests {
         sink.write(b"9", &other).unwrap();
         sink.sync().unwrap();
 
-        let written = written_from(dir.path(), "fp").unwrap();
+        let written = written_from(&pending(dir.path()).unwrap(), "fp");
 
         let mut records: Vec<u64> = written.records.iter().copied().collect();
         records.sort();
@@ -477,9 +502,9 @@ mod tests {
     }
 
     #[test]
-    fn written_from_a_missing_directory_is_empty() {
-        let written = written_from(Path::new("/nonexistent/dead-letters"), "fp").unwrap();
-        assert!(written.records.is_empty());
+    fn missing_directory_has_nothing_pending() {
+        let pending = pending(Path::new("/nonexistent/dead-letters")).unwrap();
+        assert!(pending.is_empty());
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct RunReport {
     pub files: Vec<FileReport>,
     /// The signal that stopped the run, such as `SIGINT`.
     pub interrupted_by: Option<String>,
+    /// Dead-letter and rejected files waiting in the dead-letter directory
+    /// when the run ended, from this run or earlier ones.
+    pub pending_dead_letter_files: usize,
     pub breaker_openings: u64,
     pub elapsed_seconds: f64,
 }
@@ -108,7 +111,11 @@ impl RunReport {
         let delivered = self.total(|f| f.delivered);
         let first_try = self.total(|f| f.delivered_first_try);
         let after_retries = self.total(|f| f.delivered_after_retries);
-        let failed = self.files.iter().filter(|f| f.error.is_some()).count();
+        let failed = self
+            .files
+            .iter()
+            .filter(|f| f.error.is_some() || f.interrupted)
+            .count();
         let rate = if self.elapsed_seconds > 0.0 {
             records as f64 / self.elapsed_seconds
         } else {
@@ -143,6 +150,14 @@ impl RunReport {
             "  elapsed        {:.2}s ({rate:.0} records/s)",
             self.elapsed_seconds
         )?;
+        if self.pending_dead_letter_files > 0 {
+            writeln!(
+                out,
+                "  waiting        {} dead-letter or rejected files; send them with sluice \
+                 reprocess",
+                self.pending_dead_letter_files
+            )?;
+        }
         if let Some(signal) = &self.interrupted_by {
             let abandoned = self.total(|f| f.abandoned);
             writeln!(

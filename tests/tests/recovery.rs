@@ -354,11 +354,17 @@ async fn sigterm_drains_then_a_rerun_finishes_the_file() {
     let (_, entry) = ledger_entry(dir.path());
     assert_eq!(entry["completed"], false);
     let through = entry["handled_through"].as_u64().unwrap();
-    assert!(through < 40, "the stop came before the end, yet the ledger is at {through}");
+    assert!(
+        through < 40,
+        "the stop came before the end, yet the ledger is at {through}"
+    );
     // Requests finish out of order, so the ledger may stay below some
     // delivered records; it never passes an undelivered one.
     let delivered = stopped.total("delivered");
-    assert!(through <= delivered, "ledger at {through} but {delivered} delivered");
+    assert!(
+        through <= delivered,
+        "ledger at {through} but {delivered} delivered"
+    );
 
     let resumed = run(dir.path(), &server.uri())
         .arg("--concurrency=8")
@@ -379,7 +385,10 @@ async fn sigterm_drains_then_a_rerun_finishes_the_file() {
     // Only records past the ledger mark can repeat: those delivered out of
     // order before the stop, and the two that were on the wire.
     let allowed = (delivered - through) as usize + 2;
-    assert!(repeats <= allowed, "{repeats} repeats, {allowed} allowed: {counts:?}");
+    assert!(
+        repeats <= allowed,
+        "{repeats} repeats, {allowed} allowed: {counts:?}"
+    );
     assert!(resumed.total("replayed") as usize >= repeats);
 }
 

@@ -275,3 +275,107 @@ async fn dot_segment_values_are_rejected_not_sent_elsewhere() {
     assert_eq!(paths, ["/r/ok"]);
     assert_eq!(finished.total("rejected"), 2);
 }
+
+#[tokio::test]
+async fn rerun_of_a_changed_file_holds_keys_with_older_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = failing_on("v1").await;
+    let input = write_file(dir.path(), "a.csv", "id,name\n1,v1\n2,v1\n");
+    let input = input.display().to_string();
+    let first = sluice("run", dir.path(), &down.uri())
+        .arg(&input)
+        .run()
+        .await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+
+    // The file changes; the new values must not overtake the old ones that
+    // are still waiting as dead letters.
+    write_file(dir.path(), "a.csv", "id,name\n1,v2\n2,v2\n");
+    let db = dir.path().join("t.db");
+    let target = start(TargetConfig::new(&db)).await.unwrap();
+    let second = sluice("run", dir.path(), &target.url())
+        .arg(&input)
+        .run()
+        .await;
+    assert_eq!(second.code, Some(3), "{}", second.stderr);
+    assert!(second.stdout.contains("waiting"), "{}", second.stdout);
+    assert!(
+        read_resources(&db).unwrap().is_empty(),
+        "v2 overtook the waiting v1"
+    );
+
+    let again = sluice("reprocess", dir.path(), &target.url())
+        .arg("dead-letters")
+        .run()
+        .await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    target.shutdown().await;
+    let stored = read_resources(&db).unwrap();
+    assert_eq!(stored["/r/1"]["name"], "v2");
+    assert_eq!(stored["/r/2"]["name"], "v2");
+}
+
+#[tokio::test]
+async fn later_run_of_another_file_holds_keys_with_older_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = failing_on("old").await;
+    let a = write_file(dir.path(), "a.csv", "id,name\n1,old\n");
+    let b = write_file(dir.path(), "b.csv", "id,name\n1,new\n3,other\n");
+    let first = sluice("run", dir.path(), &down.uri())
+        .arg(a.display().to_string())
+        .run()
+        .await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+
+    let db = dir.path().join("t.db");
+    let target = start(TargetConfig::new(&db)).await.unwrap();
+    let second = sluice("run", dir.path(), &target.url())
+        .arg(b.display().to_string())
+        .run()
+        .await;
+    assert_eq!(second.code, Some(3), "{}", second.stderr);
+    let stored = read_resources(&db).unwrap();
+    assert!(
+        !stored.contains_key("/r/1"),
+        "the newer value overtook the waiting one"
+    );
+    assert_eq!(stored["/r/3"]["name"], "other");
+
+    let again = sluice("reprocess", dir.path(), &target.url())
+        .arg("dead-letters")
+        .run()
+        .await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    target.shutdown().await;
+    assert_eq!(read_resources(&db).unwrap()["/r/1"]["name"], "new");
+}
+
+#[tokio::test]
+async fn repeated_reprocessing_keeps_file_names_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = failing_on("x").await;
+    let input = write_file(dir.path(), "a.csv", "id,name\n1,x\n");
+    let first = sluice("run", dir.path(), &down.uri())
+        .arg(input.display().to_string())
+        .run()
+        .await;
+    assert_eq!(first.code, Some(3));
+
+    for round in 0..12 {
+        let again = sluice("reprocess", dir.path(), &down.uri())
+            .arg("dead-letters")
+            .run()
+            .await;
+        assert_eq!(again.code, Some(3), "round {round}: {}", again.stderr);
+    }
+
+    let files = dead_letter_files(&dir.path().join("dead-letters"), "dead");
+    assert_eq!(files.len(), 1);
+    let name = files[0]
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.len() < 100, "{name}");
+}

@@ -124,6 +124,9 @@ impl Pipeline {
     pub async fn run(&self, inputs: &[Input]) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
+        // Records already waiting in dead-letter files, from earlier runs.
+        // A newer value of their keys must not reach the API before they do.
+        let pending = dead_letter::pending(&self.settings.dead_letter_dir)?;
         for (index, input) in inputs.iter().enumerate() {
             if *self.shutdown.borrow() {
                 break;
@@ -133,7 +136,7 @@ impl Pipeline {
                 _ = self.breaker.wait_until_not_open() => {}
                 _ = crate::shutdown::stopped(&mut shutdown) => break,
             }
-            let file = self.run_file(input, index).await?;
+            let file = self.run_file(input, index, inputs, &pending).await?;
             if let InputKind::DeadLetter { .. } = input.kind {
                 if file.completed {
                     remove_dead_letter(&input.path)?;
@@ -147,10 +150,18 @@ impl Pipeline {
         }
         report.breaker_openings = self.breaker.openings();
         report.elapsed_seconds = started.elapsed().as_secs_f64();
+        report.pending_dead_letter_files =
+            dead_letter::list_dir(&self.settings.dead_letter_dir, true).map_or(0, |f| f.len());
         Ok(report)
     }
 
-    async fn run_file(&self, input: &Input, index: usize) -> anyhow::Result<FileReport> {
+    async fn run_file(
+        &self,
+        input: &Input,
+        index: usize,
+        inputs: &[Input],
+        pending: &[dead_letter::PendingRecord],
+    ) -> anyhow::Result<FileReport> {
         let span = tracing::info_span!("file", file = %input.path.display());
         let mut report = FileReport {
             path: input.path.clone(),
@@ -168,7 +179,7 @@ impl Pipeline {
                 return Ok(report);
             }
         };
-        let Some(resume) = self.resume_point(input, &fingerprint, &span)? else {
+        let Some(resume) = self.resume_point(input, &fingerprint, pending, &span)? else {
             report.already_completed = true;
             report.completed = true;
             return Ok(report);
@@ -211,11 +222,13 @@ impl Pipeline {
         };
         let run_id = match &input.kind {
             InputKind::Source => format!("{}-{index:04}", self.run_id),
-            // Files written while reprocessing sort where their input
-            // sorted, before dead letters of later runs, so replaying the
+            // Files written while reprocessing sort right after their
+            // input, before dead letters of later runs, so replaying the
             // directory keeps every key's records in their original order.
+            // Only the first run id is kept, so names do not grow.
             InputKind::DeadLetter { name, .. } => {
-                format!("{}~{}-{index:04}", name.run_id, self.run_id)
+                let first = name.run_id.split('~').next().unwrap_or(&name.run_id);
+                format!("{first}~{}-{index:04}", self.run_id)
             }
         };
         let separator = self.plugin.info().record_separator.clone();
@@ -241,6 +254,8 @@ impl Pipeline {
         let path = input.path.clone();
         let reader = tokio::task::spawn_blocking(move || reader::read_file(&path, &context, tx));
 
+        let mut held = older_pending_keys(input, inputs, &fingerprint, pending);
+        held.extend(self.held.lock().expect("not poisoned").clone());
         let concurrency = self.settings.http.concurrency.get();
         let context = DispatchContext {
             sender: self.sender.clone(),
@@ -261,7 +276,6 @@ impl Pipeline {
             },
             shutdown: self.shutdown.clone(),
         };
-        let held = self.held.lock().expect("not poisoned").clone();
         let dispatcher = Dispatcher::new(context, resume, &held, report);
         let result = dispatcher.run(rx).instrument(span.clone()).await;
         // The reader ends once the channel closes; a panic there is a bug.
@@ -289,6 +303,7 @@ impl Pipeline {
         &self,
         input: &Input,
         fingerprint: &str,
+        pending: &[dead_letter::PendingRecord],
         span: &tracing::Span,
     ) -> anyhow::Result<Option<Resume>> {
         let _entered = span.enter();
@@ -307,8 +322,7 @@ impl Pipeline {
                         handled_through = entry.handled_through,
                         "resuming after the last record an earlier run handled"
                     );
-                    let written =
-                        dead_letter::written_from(&self.settings.dead_letter_dir, fingerprint)?;
+                    let written = dead_letter::written_from(pending, fingerprint);
                     Resume {
                         skip_through: entry.handled_through,
                         dispatched_through: entry.dispatched_through,
@@ -330,6 +344,32 @@ impl Pipeline {
         };
         Ok(Some(resume))
     }
+}
+
+/// Returns the keys with a record waiting in a dead-letter or rejected
+/// file that must be replayed before this input's records. For a source
+/// file, that is every pending record except those the same file content
+/// wrote, which the resume point orders by position. For a dead-letter
+/// file, it is those in older files that this run does not process.
+fn older_pending_keys(
+    input: &Input,
+    inputs: &[Input],
+    fingerprint: &str,
+    pending: &[dead_letter::PendingRecord],
+) -> HashMap<String, dead_letter::Kind> {
+    let older = |record: &&dead_letter::PendingRecord| match &input.kind {
+        InputKind::Source => record.entry.input_fingerprint.as_deref() != Some(fingerprint),
+        InputKind::DeadLetter { name, .. } => {
+            let processed_here = inputs.iter().any(|other| other.path == record.file);
+            !processed_here && record.run_id < name.run_id
+        }
+    };
+    pending
+        .iter()
+        .filter(older)
+        .filter(|record| !record.entry.key.is_empty())
+        .map(|record| (record.entry.key.clone(), record.entry.kind))
+        .collect()
 }
 
 struct SourceOrigins {
