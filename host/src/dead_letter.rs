@@ -338,6 +338,9 @@ pub struct Written {
     /// For each key, the lowest record number that went to a dead-letter
     /// or rejected file, and which of the two.
     pub held_keys: std::collections::HashMap<String, (u64, Kind)>,
+    /// For each key, the highest record number that went to a dead-letter
+    /// or rejected file.
+    pub latest: std::collections::HashMap<String, u64>,
 }
 
 /// One record waiting in a dead-letter or rejected file.
@@ -393,6 +396,8 @@ pub fn written_from(pending: &[PendingRecord], fingerprint: &str) -> Written {
             };
             written.records.insert(record);
             if !line.key.is_empty() {
+                let latest = written.latest.entry(line.key.clone()).or_insert(record);
+                *latest = (*latest).max(record);
                 let held = written
                     .held_keys
                     .entry(line.key)
@@ -499,6 +504,7 @@ mod tests {
         assert_eq!(written.held_keys.get("k3"), Some(&(3, Kind::DeadLetter)));
         assert_eq!(written.held_keys.get("k5"), Some(&(5, Kind::DeadLetter)));
         assert_eq!(written.held_keys.get("k4"), Some(&(4, Kind::Rejected)));
+        assert_eq!(written.latest.get("k5"), Some(&5));
     }
 
     #[test]

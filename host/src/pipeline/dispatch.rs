@@ -256,6 +256,26 @@ impl<'a> Dispatcher<'a> {
             self.unsynced.push(record_number);
             return Ok(());
         }
+        // A key's records go out one at a time, so a record that an earlier
+        // run wrote to a dead-letter file was only sent, or held, after
+        // every earlier record of its key was delivered. Sending those
+        // earlier ones again would put an older value after a newer one.
+        let key = match &item {
+            Item::Ready { record, .. } | Item::Unsendable { record, .. } => record.key.as_str(),
+            Item::Malformed(_) => "",
+        };
+        let superseded = !key.is_empty()
+            && self
+                .resume
+                .written
+                .latest
+                .get(key)
+                .is_some_and(|latest| record_number < *latest);
+        if superseded {
+            self.report.skipped += 1;
+            self.unsynced.push(record_number);
+            return Ok(());
+        }
         if self.context.origins.orphaned(record_number) {
             tracing::warn!(
                 record = record_number,

@@ -64,6 +64,7 @@ pub struct Pipeline {
     force: bool,
     shutdown: watch::Receiver<bool>,
     run_id: String,
+    started_millis: u64,
 }
 
 impl Pipeline {
@@ -106,7 +107,21 @@ impl Pipeline {
             force,
             shutdown,
             run_id: dead_letter::new_run_id(),
+            started_millis: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64),
         })
+    }
+
+    /// Returns a short suffix that sorts by run start time, then by input
+    /// index: base-36 milliseconds since the Unix epoch and the index, both
+    /// fixed-width.
+    fn round_suffix(&self, index: usize) -> String {
+        format!(
+            "{}{}",
+            base36(self.started_millis, 9),
+            base36(index as u64, 3)
+        )
     }
 
     /// Returns the run's circuit breaker.
@@ -222,13 +237,13 @@ impl Pipeline {
         };
         let run_id = match &input.kind {
             InputKind::Source => format!("{}-{index:04}", self.run_id),
-            // Files written while reprocessing sort right after their
-            // input, before dead letters of later runs, so replaying the
-            // directory keeps every key's records in their original order.
-            // Only the first run id is kept, so names do not grow.
+            // A file written while reprocessing sorts right after its
+            // input, and after the outputs of inputs that sorted before it,
+            // so replaying the directory keeps every key's records in their
+            // original order. The suffix is short because each round that
+            // fails again adds one.
             InputKind::DeadLetter { name, .. } => {
-                let first = name.run_id.split('~').next().unwrap_or(&name.run_id);
-                format!("{first}~{}-{index:04}", self.run_id)
+                format!("{}~{}", name.run_id, self.round_suffix(index))
             }
         };
         let separator = self.plugin.info().record_separator.clone();
@@ -344,6 +359,22 @@ impl Pipeline {
         };
         Ok(Some(resume))
     }
+}
+
+/// Formats `value` in base 36 with lowercase digits, left-padded with
+/// zeros to `width`, so that strings of one width sort like the numbers.
+fn base36(mut value: u64, width: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut digits = Vec::new();
+    while value > 0 {
+        digits.push(DIGITS[(value % 36) as usize]);
+        value /= 36;
+    }
+    while digits.len() < width {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    String::from_utf8(digits).expect("ASCII digits")
 }
 
 /// Returns the keys with a record waiting in a dead-letter or rejected
@@ -505,5 +536,23 @@ fn remove_dead_letter(path: &Path) -> anyhow::Result<()> {
             anyhow::bail!("cannot remove {}: {err}", sidecar.display())
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base36;
+
+    #[test]
+    fn base36_pads_and_sorts_like_numbers() {
+        assert_eq!(base36(0, 3), "000");
+        assert_eq!(base36(35, 3), "00z");
+        assert_eq!(base36(36, 3), "010");
+        let mut values = [7u64, 1_800_000_000_000, 36, 1_799_999_999_999, 0];
+        let mut texts: Vec<String> = values.iter().map(|v| base36(*v, 9)).collect();
+        values.sort();
+        texts.sort();
+        let sorted: Vec<String> = values.iter().map(|v| base36(*v, 9)).collect();
+        assert_eq!(texts, sorted);
     }
 }
