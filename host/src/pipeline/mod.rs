@@ -270,7 +270,15 @@ impl Pipeline {
         let reader = tokio::task::spawn_blocking(move || reader::read_file(&path, &context, tx));
 
         let mut held = older_pending_keys(input, inputs, &fingerprint, pending);
+        let from_earlier_runs = held.len();
         held.extend(self.held.lock().expect("not poisoned").clone());
+        span.in_scope(|| {
+            tracing::debug!(
+                from_earlier_runs,
+                total = held.len(),
+                "keys held behind older dead letters"
+            )
+        });
         let concurrency = self.settings.http.concurrency.get();
         let context = DispatchContext {
             sender: self.sender.clone(),
