@@ -252,6 +252,10 @@ impl<'a> Dispatcher<'a> {
         }
         self.watermark.read(record_number);
         if self.resume.written.records.contains(&record_number) {
+            tracing::debug!(
+                record = record_number,
+                "skipping a record already in a dead-letter file"
+            );
             self.report.skipped += 1;
             self.unsynced.push(record_number);
             return Ok(());
@@ -272,6 +276,11 @@ impl<'a> Dispatcher<'a> {
                 .get(key)
                 .is_some_and(|latest| record_number < *latest);
         if superseded {
+            tracing::debug!(
+                record = record_number,
+                key,
+                "skipping a record superseded by a later dead letter"
+            );
             self.report.skipped += 1;
             self.unsynced.push(record_number);
             return Ok(());
