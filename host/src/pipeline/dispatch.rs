@@ -310,6 +310,7 @@ impl<'a> Dispatcher<'a> {
                 self.submit(Pending { record, request })
             }
             Item::Unsendable { record, reason } => {
+                warn_unsent(&record, &reason);
                 let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
                 self.write(&record, entry)?;
                 self.hold_key(&record, Kind::Rejected);
@@ -322,6 +323,7 @@ impl<'a> Dispatcher<'a> {
                     raw: bad.raw,
                 };
                 let reason = format!("malformed record: {}", bad.message);
+                warn_unsent(&record, &reason);
                 let entry = self.entry(Kind::Rejected, &record, 0, None, reason);
                 self.write(&record, entry)
             }
@@ -526,14 +528,6 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn write(&mut self, record: &Record, entry: SidecarEntry) -> std::io::Result<()> {
-        if entry.attempts == 0 {
-            tracing::warn!(
-                record = entry.record,
-                line = entry.line,
-                error = %entry.error,
-                "record rejected without being sent"
-            );
-        }
         match entry.kind {
             Kind::DeadLetter => {
                 self.report.dead_lettered += 1;
@@ -588,6 +582,16 @@ impl<'a> Dispatcher<'a> {
         self.last_checkpoint = Some((Instant::now(), through));
         Ok(())
     }
+}
+
+fn warn_unsent(record: &Record, reason: &str) {
+    tracing::warn!(
+        record = record.position.record_number,
+        line = record.position.line,
+        key = %record.key,
+        error = %reason,
+        "record rejected without being sent"
+    );
 }
 
 fn describe(detail: &crate::delivery::FailureDetail) -> String {
