@@ -241,3 +241,77 @@ async fn post_with_idempotency_keys_survives_kills_and_faults_exactly() {
     let first_difference = stored.iter().zip(&expected).position(|(a, b)| a != b);
     assert_eq!(first_difference, None, "stored values differ from the file");
 }
+
+/// Writes `versions` versions of the first `keys` airports, version by
+/// version, so that every key's last row holds its newest value.
+fn versioned_airports(dir: &Path, keys: usize, versions: usize) -> PathBuf {
+    let text = std::fs::read_to_string(dataset("airports.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.take(keys).collect();
+    let mut out = format!("{header}\n");
+    for version in 1..=versions {
+        for row in &rows {
+            let (iata, rest) = row.split_once(',').unwrap();
+            let (name, tail) = rest.split_once(',').unwrap();
+            out.push_str(&format!("{iata},{name} v{version},{tail}\n"));
+        }
+    }
+    let path = dir.join("versions.csv");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_reprocessing_never_leaves_an_older_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("target.db");
+    let mut config = TargetConfig::new(&db);
+    config.faults = FaultPlan {
+        seed: 98,
+        rate_500: 0.15,
+        rate_stall: 0.02,
+        stall_for: Duration::from_millis(300),
+        rate_reset: 0.03,
+        ..FaultPlan::default()
+    };
+    let target = start(config).await.unwrap();
+    let input = versioned_airports(dir.path(), 800, 5);
+    let command = |subcommand: &str| {
+        Sluice::new(subcommand, dir.path())
+            .arg("--endpoint")
+            .arg(target.url())
+            .arg("--timeout=200ms")
+            .arg("--max-retries=0")
+            .arg("--failure-threshold=100000")
+            .arg("--concurrency=8")
+            .plugin_config("key", "iata")
+            .plugin_config("path", "/airports/{iata}")
+    };
+
+    let first = command("run").arg(input.display().to_string()).run().await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+
+    let mut rng = StdRng::seed_from_u64(5);
+    for _ in 0..25 {
+        if dead_letters(dir.path()) == 0 {
+            break;
+        }
+        let (mut child, _) = command("reprocess").arg("dead-letters").spawn();
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(10..90))).await;
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
+    for round in 0.. {
+        if dead_letters(dir.path()) == 0 {
+            break;
+        }
+        assert!(round < 40, "dead letters left after {round} rounds");
+        let again = command("reprocess").arg("dead-letters").run().await;
+        assert!(matches!(again.code, Some(0 | 3)), "{}", again.stderr);
+    }
+
+    let comparison = compare_csv(&db, &input, &CompareOptions::new("/airports/{iata}")).unwrap();
+    assert!(comparison.is_exact(), "{comparison}");
+    target.shutdown().await;
+}

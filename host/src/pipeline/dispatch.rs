@@ -117,6 +117,9 @@ pub struct Dispatcher<'a> {
     // Keys with a record in a dead-letter or rejected file, with that
     // record's number and file: later records of the key follow it there.
     held: HashMap<String, (u64, Kind)>,
+    // The keys this dispatcher itself sent to a dead-letter or rejected
+    // file, for later files of the run.
+    newly_held: HashMap<String, Kind>,
     // Records in flight or queued behind their key.
     pending: usize,
     resume: Resume,
@@ -150,6 +153,7 @@ impl<'a> Dispatcher<'a> {
             tasks: JoinSet::new(),
             queues: HashMap::new(),
             held: poisoned,
+            newly_held: HashMap::new(),
             pending: 0,
             watermark: Watermark::starting_at(resume.skip_through),
             dispatched_through: Arc::new(AtomicU64::new(resume.dispatched_through)),
@@ -209,12 +213,7 @@ impl<'a> Dispatcher<'a> {
             .into_iter()
             .map(|(_, path, _)| path);
         self.report.dead_letter_files = files.collect();
-        let held = self
-            .held
-            .into_iter()
-            .map(|(key, (_, kind))| (key, kind))
-            .collect();
-        Ok((self.report, held))
+        Ok((self.report, self.newly_held))
     }
 
     /// Handles one message; returns whether more messages follow.
@@ -341,6 +340,7 @@ impl<'a> Dispatcher<'a> {
         if record.key.is_empty() {
             return;
         }
+        self.newly_held.entry(record.key.clone()).or_insert(kind);
         let number = record.position.record_number;
         let held = self
             .held
