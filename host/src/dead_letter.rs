@@ -32,7 +32,7 @@ pub const SIDECAR_VERSION: u32 = 1;
 
 const SIDECAR_SUFFIX: &str = ".meta.jsonl";
 
-/// Which of the two files a record goes to.
+/// The kind of file a record goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -70,7 +70,7 @@ pub struct SidecarEntry {
     pub attempts: u32,
     /// The last HTTP status, when the server answered.
     pub status: Option<u16>,
-    /// What went wrong on the last attempt, or why nothing was sent.
+    /// The error of the last attempt, or the reason nothing was sent.
     pub error: String,
     /// When the record was written here, in RFC 3339 UTC.
     pub time: String,
@@ -328,8 +328,8 @@ pub fn read_sidecar(path: &Path) -> io::Result<Sidecar> {
     Ok(sidecar)
 }
 
-/// What earlier runs already wrote to dead-letter and rejected files from
-/// one input file, found through the sidecars.
+/// The records of one input file that earlier runs already wrote to
+/// dead-letter and rejected files, found through the sidecars.
 #[derive(Debug, Default)]
 pub struct Written {
     /// Record numbers of the input that are in some dead-letter or

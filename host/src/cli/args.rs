@@ -133,7 +133,7 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_IDEMPOTENCY_HEADER", value_name = "NAME")]
     pub idempotency_header: Option<String>,
 
-    /// What idempotency keys derive from: `position` (file fingerprint and
+    /// Source of idempotency keys: `position` (file fingerprint and
     /// record number) or `record-key` (the plugin's record key) [default:
     /// position]. Key: idempotency.key.
     #[arg(long, env = "SLUICE_IDEMPOTENCY_KEY", value_name = "SOURCE")]

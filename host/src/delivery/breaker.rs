@@ -53,7 +53,7 @@ pub enum Role {
     Probe,
 }
 
-/// The breaker's answer to a request that asked to be sent.
+/// The breaker's decision for a request that is ready to be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {
     pub role: Role,
@@ -63,7 +63,7 @@ pub struct Admission {
     pub waited: bool,
 }
 
-/// What a request that ran out of retries must do next.
+/// The next step for a request that ran out of retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exhausted {
     /// Give up on the record: it goes to a dead-letter file.
@@ -150,7 +150,7 @@ impl Breaker {
         self.lock().openings
     }
 
-    /// Waits until a request may be sent and says in what role.
+    /// Waits until a request may be sent and returns its role.
     ///
     /// `current` is the role the request held on its previous attempt, or
     /// `Role::Normal` on its first one: a probe keeps its role across its
@@ -233,7 +233,7 @@ impl Breaker {
         }
     }
 
-    /// Records a request that ran out of retries and says what it must do.
+    /// Records a request that ran out of retries and returns its next step.
     pub fn record_exhausted(&self, role: Role) -> (Exhausted, Option<Transition>) {
         let mut inner = self.lock();
         let open = State::Open {

@@ -32,7 +32,8 @@ use crate::config::HttpSettings;
 
 /// How many bytes of an error response body are kept for reports.
 const ERROR_BODY_LIMIT: usize = 512;
-/// How many bytes of an error response body a plugin's `classify` sees.
+/// How many bytes of an error response body are passed to a plugin's
+/// `classify`.
 const CLASSIFY_BODY_LIMIT: usize = 64 * 1024;
 
 /// Validated retry settings.
@@ -65,7 +66,7 @@ pub struct FailureDetail {
     pub body: Option<String>,
 }
 
-/// How a record's delivery ended.
+/// The end state of a record's delivery.
 #[derive(Clone, Debug)]
 pub enum Outcome {
     /// A 2xx response arrived, or the plugin judged another response as
@@ -124,9 +125,9 @@ pub trait Classify: Send + Sync {
 
 /// A counter that the sender keeps up to date for progress display.
 pub trait InFlight: Send + Sync {
-    /// An attempt went on the wire.
+    /// Counts an attempt that went on the wire.
     fn started(&self);
-    /// An attempt came back.
+    /// Counts an attempt that came back.
     fn finished(&self);
 }
 
