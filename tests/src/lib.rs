@@ -68,6 +68,15 @@ pub fn hostile_plugin() -> PathBuf {
     )
 }
 
+/// Returns the test plugin built against another major version of the
+/// interface.
+pub fn wrong_version_plugin() -> PathBuf {
+    built(
+        workspace_root().join("tests/plugins/wrong-version.wasm"),
+        "plugin",
+    )
+}
+
 /// Returns a dataset bundled in `examples/data`.
 pub fn dataset(name: &str) -> PathBuf {
     built(workspace_root().join("examples/data").join(name), "dataset")

@@ -121,3 +121,31 @@ async fn well_behaved_hostile_plugin_delivers_everything() {
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
     assert_eq!(finished.total("delivered"), 2002);
 }
+
+#[tokio::test]
+async fn other_interface_version_is_rejected_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = accepting().await;
+    let (input, _) = lines(dir.path());
+
+    let finished = Sluice::new("run", dir.path())
+        .plugin(sluice_tests::wrong_version_plugin())
+        .arg("--endpoint")
+        .arg(server.uri())
+        .arg(&input)
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("sluice:plugin/format@9.0.0"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("sluice:plugin/format@0.1.0"),
+        "{}",
+        finished.stderr
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -112,6 +112,7 @@ impl Plugin {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
         let compiled = started.elapsed();
+        check_interface_version(&engine, &component, path)?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -457,6 +458,56 @@ impl FileParser {
     }
 }
 
+/// The interface this host implements, and the versions it accepts: any
+/// 0.1.x, following semantic versioning for 0.x releases.
+const INTERFACE: &str = "sluice:plugin/format";
+const INTERFACE_VERSION: &str = "0.1.0";
+
+/// Rejects a component built against another major version of the
+/// interface, naming both versions, before linking fails with a less
+/// helpful message.
+fn check_interface_version(
+    engine: &Engine,
+    component: &Component,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let component_type = component.component_type();
+    let exports: Vec<String> = component_type
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let prefix = format!("{INTERFACE}@");
+    let Some(version) = exports.iter().find_map(|name| name.strip_prefix(&prefix)) else {
+        anyhow::bail!(
+            "plugin {} does not export {INTERFACE}; it exports: {}",
+            path.display(),
+            exports.join(", ")
+        );
+    };
+    if compatible(version, INTERFACE_VERSION) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "plugin {} was built against {INTERFACE}@{version}, but this host implements \
+         {INTERFACE}@{INTERFACE_VERSION}; rebuild the plugin against this host's wit/plugin.wit",
+        path.display()
+    )
+}
+
+/// Returns whether `version` is semver-compatible with `supported`: the
+/// same major version, or for 0.x the same minor version.
+fn compatible(version: &str, supported: &str) -> bool {
+    let parts = |text: &str| -> Option<(u64, u64)> {
+        let mut numbers = text.split('.').map(|part| part.parse::<u64>().ok());
+        Some((numbers.next()??, numbers.next()??))
+    };
+    match (parts(version), parts(supported)) {
+        (Some((0, minor)), Some((0, supported_minor))) => minor == supported_minor,
+        (Some((major, _)), Some((supported_major, _))) => major == supported_major,
+        _ => false,
+    }
+}
+
 fn new_engine() -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -500,5 +551,21 @@ fn placeholder_info(path: &Path) -> PluginInfo {
         extensions: Vec::new(),
         config_keys: Vec::new(),
         record_separator: b"\n".to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible;
+
+    #[test]
+    fn versions_follow_semver_for_zero_releases() {
+        assert!(compatible("0.1.0", "0.1.0"));
+        assert!(compatible("0.1.7", "0.1.0"));
+        assert!(!compatible("0.2.0", "0.1.0"));
+        assert!(!compatible("9.0.0", "0.1.0"));
+        assert!(compatible("1.4.0", "1.0.0"));
+        assert!(!compatible("2.0.0", "1.0.0"));
+        assert!(!compatible("garbage", "0.1.0"));
     }
 }

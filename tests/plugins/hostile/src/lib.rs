@@ -11,8 +11,17 @@
 
 use std::cell::RefCell;
 
+#[cfg(not(feature = "wrong-version"))]
 wit_bindgen::generate!({
     path: "../../../wit",
+    world: "format-plugin",
+});
+
+// A copy of the interface with another major version, written by
+// scripts/setup, so that the host's version check can be tested.
+#[cfg(feature = "wrong-version")]
+wit_bindgen::generate!({
+    path: "wit-wrong-version",
     world: "format-plugin",
 });
 
