@@ -1,7 +1,7 @@
 //! Fault classification: which failed attempts are worth another attempt.
 //!
 //! Transient faults are connection errors, timeouts, 5xx, 408, 429 and 409:
-//! the same request may succeed later. Idempotency-aware servers answer 409
+//! the same request may succeed later. Idempotency-aware servers return 409
 //! while an earlier request with the same key is still in progress. Permanent faults are every other 4xx: the
 //! request itself is wrong and sending it again changes nothing. Other
 //! non-success statuses (1xx and unfollowed 3xx) are permanent too, because
@@ -23,7 +23,7 @@ pub enum FaultKind {
 /// A failed attempt: what went wrong and how to treat it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// The server answered with a status that is not a success.
+    /// The server responded with a status that is not a success.
     Status(StatusCode),
     /// No response arrived within the per-request timeout.
     Timeout,
@@ -74,7 +74,7 @@ impl Fault {
         self.kind() == FaultKind::Transient
     }
 
-    /// Returns the HTTP status, when the server answered.
+    /// Returns the HTTP status, when the server responded.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Fault::Status(status) | Fault::Plugin { status, .. } => Some(*status),
@@ -110,7 +110,7 @@ pub fn classify_status(status: StatusCode) -> FaultKind {
 
 /// Joins an error's sources into one line, because reqwest's top-level
 /// message ("error sending request") hides the useful part.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

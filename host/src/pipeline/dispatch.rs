@@ -143,16 +143,15 @@ impl<'a> Dispatcher<'a> {
         held: &HashMap<String, Kind>,
         report: FileReport,
     ) -> Self {
-        let mut from_resume = resume.written.held_keys.clone();
+        let mut initially_held = resume.written.held_keys.clone();
         for (key, kind) in held {
-            from_resume.insert(key.clone(), (0, *kind));
+            initially_held.insert(key.clone(), (0, *kind));
         }
-        let poisoned = from_resume;
         Dispatcher {
             context,
             tasks: JoinSet::new(),
             queues: HashMap::new(),
-            held: poisoned,
+            held: initially_held,
             newly_held: HashMap::new(),
             pending: 0,
             watermark: Watermark::starting_at(resume.skip_through),

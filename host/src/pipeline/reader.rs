@@ -17,6 +17,7 @@ use reqwest::Url;
 use tokio::sync::mpsc;
 
 use crate::delivery::breaker::Breaker;
+use crate::delivery::classify::error_chain;
 use crate::delivery::{prepare, PreparedRequest};
 use crate::plugin::{Malformed, Parsed, Plugin, Position, Record};
 use crate::report::Counters;
@@ -81,10 +82,10 @@ fn read_and_send(
     let instance = context
         .plugin
         .instantiate()
-        .map_err(|err| stopped(None, chain(&err)))?;
+        .map_err(|err| stopped(None, error_chain(&err)))?;
     let mut parser = instance
         .parser()
-        .map_err(|err| stopped(None, chain(&err)))?;
+        .map_err(|err| stopped(None, error_chain(&err)))?;
 
     let mut chunk = vec![0u8; context.chunk_size];
     let mut preamble_sent = false;
@@ -110,12 +111,12 @@ fn read_and_send(
         } else {
             parser.feed(&chunk[..read])
         };
-        let parsed = parsed.map_err(|err| stopped(last_position, chain(&err)))?;
+        let parsed = parsed.map_err(|err| stopped(last_position, error_chain(&err)))?;
 
         if !preamble_sent && (read == 0 || !parsed.is_empty()) {
             let preamble = parser
                 .preamble()
-                .map_err(|err| stopped(last_position, chain(&err)))?;
+                .map_err(|err| stopped(last_position, error_chain(&err)))?;
             preamble_sent = true;
             if tx.blocking_send(Message::Preamble(preamble)).is_err() {
                 return Ok(());
@@ -125,7 +126,7 @@ fn read_and_send(
         if !parsed.is_empty() {
             last_position = Some(position_of(parsed.last().expect("not empty")));
             let items = prepare_items(&mut parser, parsed, context)
-                .map_err(|err| stopped(last_position, chain(&err)))?;
+                .map_err(|err| stopped(last_position, error_chain(&err)))?;
             context.counters.read.fetch_add(items.len() as u64, Relaxed);
             if tx.blocking_send(Message::Items(items)).is_err() {
                 return Ok(());
@@ -201,16 +202,4 @@ fn position_of(parsed: &Parsed) -> Position {
         Parsed::Record(record) => record.position,
         Parsed::Malformed(malformed) => malformed.position,
     }
-}
-
-/// Formats an error with its causes, as `{:#}` does for anyhow.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
