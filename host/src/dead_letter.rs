@@ -68,7 +68,7 @@ pub struct SidecarEntry {
     pub key: String,
     /// HTTP attempts made, counting the first; 0 when nothing was sent.
     pub attempts: u32,
-    /// The last HTTP status, when the server answered.
+    /// The last HTTP status, when the server responded.
     pub status: Option<u16>,
     /// The error of the last attempt, or the reason nothing was sent.
     pub error: String,

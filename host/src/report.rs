@@ -35,7 +35,7 @@ impl InFlight for Counters {
     }
 }
 
-/// What happened to one input file.
+/// The outcome of one input file.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FileReport {
     pub path: PathBuf,
@@ -58,7 +58,7 @@ pub struct FileReport {
     pub rejected: u64,
     /// Dead-letter and rejected files written for this file.
     pub dead_letter_files: Vec<PathBuf>,
-    /// Why the file was stopped before its end, if it was.
+    /// The reason the file was stopped before its end, if it was.
     pub error: Option<String>,
     /// Whether a signal stopped the run during this file.
     pub interrupted: bool,
@@ -68,7 +68,7 @@ pub struct FileReport {
     pub already_completed: bool,
 }
 
-/// What happened in the whole run.
+/// The outcome of the whole run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
     pub files: Vec<FileReport>,

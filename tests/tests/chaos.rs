@@ -243,7 +243,7 @@ async fn post_with_idempotency_keys_survives_kills_and_faults_exactly() {
 }
 
 /// Writes `versions` versions of the first `keys` airports, version by
-/// version, so that every key's last row holds its newest value.
+/// version, so that every key's last row has its newest value.
 fn versioned_airports(dir: &Path, keys: usize, versions: usize) -> PathBuf {
     let text = std::fs::read_to_string(dataset("airports.csv")).unwrap();
     let mut lines = text.lines();

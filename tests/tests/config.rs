@@ -8,7 +8,7 @@ use sluice_tests::{write_file, Sluice};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-/// A server that answers 503 twice, then 200.
+/// A server that responds with 503 twice, then 200.
 async fn flaky() -> (MockServer, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -66,8 +66,8 @@ async fn environment_overrides_the_file_and_flags_override_the_environment() {
     let config = write_file(dir.path(), "sluice.toml", &config);
     let config = config.display().to_string();
 
-    // The file says no retries; the environment allows five, so the record
-    // survives two 503s.
+    // The file sets no retries and the environment sets five, so the
+    // record survives two 503s.
     let env_wins = Sluice::new("run", dir.path())
         .arg("--config")
         .arg(&config)

@@ -15,8 +15,8 @@ const AIRPORTS: &str = "iata,name,city\n\
                         BOS,Logan International,Boston\n\
                         CHS,Charleston,Charleston\n";
 
-/// Answers with the given statuses in turn, then repeats the last one, and
-/// records when each request arrived and what it carried.
+/// Responds with the given statuses in turn, then repeats the last one,
+/// and records when each request arrived and its body.
 #[derive(Clone)]
 struct Script {
     statuses: Arc<Vec<u16>>,
@@ -275,7 +275,7 @@ async fn slow_response_times_out_and_is_retried() {
 }
 
 /// Accepts connections on 127.0.0.1; resets the first `resets` of them
-/// with a TCP RST and answers every later request with 204.
+/// with a TCP RST and responds to every later request with 204.
 async fn resetting_server(resets: usize) -> (String, Arc<Mutex<usize>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -577,7 +577,7 @@ async fn breaker_opens_pauses_and_probes_once() {
         .position(|gap| *gap >= Duration::from_millis(900));
     let pause = pause.expect("no pause of the open duration between requests");
     // The first request after the pause is the probe: it is alone on the
-    // wire, so the next one starts after its 50 ms answer.
+    // wire, so the next one starts after its 50 ms response.
     assert!(
         gaps[pause + 1] >= Duration::from_millis(45),
         "gaps {gaps:?}"

@@ -302,7 +302,8 @@ async fn completed_file_is_skipped_until_forced_or_changed() {
     assert_eq!(server.received_requests().await.unwrap().len(), 7);
 }
 
-/// Answers every PUT after `delay` with 200 and records the bodies' names.
+/// Responds to every PUT with 200 after `delay`, and records the names in
+/// the bodies.
 async fn slow_server(delay: Duration) -> (MockServer, Arc<Mutex<Vec<String>>>) {
     let names: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = names.clone();

@@ -20,7 +20,8 @@ fn sluice(subcommand: &str, dir: &Path, endpoint: &str) -> Sluice {
         .plugin_config("path", "/r/{id}")
 }
 
-/// A server that answers 503 to bodies containing `fail` and 200 else.
+/// A server that responds with 503 to bodies containing `fail`, and with
+/// 200 otherwise.
 async fn failing_on(fail: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("PUT"))

@@ -257,7 +257,7 @@ fn ingest(
     finish(&report, summary_json.as_deref())
 }
 
-/// Waits for SIGINT or SIGTERM and tells the run to stop: reading stops,
+/// Waits for SIGINT or SIGTERM and signals the run to stop: reading stops,
 /// requests on the wire finish or time out, and the ledger and dead
 /// letters are flushed. A second signal exits at once; the ledger is still
 /// consistent then, because every write of it is atomic.

@@ -94,7 +94,7 @@ pub struct IdempotencyConfig {
     pub enabled: bool,
     /// Name of the header.
     pub header: String,
-    /// What the key derives from: `position` (the file's content
+    /// The source of the key: `position` (the file's content
     /// fingerprint and the record's position) or `record-key` (the key the
     /// plugin declares for the record).
     pub key: KeySource,
@@ -110,7 +110,7 @@ impl Default for IdempotencyConfig {
     }
 }
 
-/// What an idempotency key derives from.
+/// The source of an idempotency key.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeySource {
@@ -300,7 +300,7 @@ pub struct ConfigProblem {
     pub key: String,
     /// The offending value as the user wrote it.
     pub value: String,
-    /// What is allowed instead.
+    /// The values that are allowed instead.
     pub allowed: String,
 }
 

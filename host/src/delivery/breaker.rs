@@ -221,7 +221,7 @@ impl Breaker {
     }
 
     /// Records a request that ended in a permanent fault. It proves the API
-    /// is answering, so a probe closes the breaker; otherwise nothing
+    /// is responding, so a probe closes the breaker. Otherwise nothing
     /// changes.
     pub fn record_permanent(&self, role: Role) -> Option<Transition> {
         let mut inner = self.lock();

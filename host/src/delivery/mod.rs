@@ -400,7 +400,7 @@ impl Sender {
             .as_ref()
             .is_some_and(|name| request.headers.contains_key(name));
         if status == StatusCode::UNPROCESSABLE_ENTITY && keyed {
-            // Idempotency-aware servers answer 422 when a key comes back
+            // Idempotency-aware servers return 422 when a key comes back
             // with another payload, which retrying cannot fix. Other
             // servers use 422 for invalid payloads, so name both.
             text = format!(

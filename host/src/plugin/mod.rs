@@ -153,7 +153,7 @@ impl Plugin {
         Ok(plugin)
     }
 
-    /// Returns what the plugin says about itself.
+    /// Returns the plugin's description of itself.
     pub fn info(&self) -> &PluginInfo {
         &self.info
     }
@@ -295,8 +295,8 @@ impl Instance {
 }
 
 /// The plugin's `classify` function, callable from any task. It keeps one
-/// instance of its own behind a lock; calls are short and rare, because the
-/// host asks only about responses that are not a 2xx success.
+/// instance of its own behind a lock. Calls are short and rare, because the
+/// host calls it only for responses that are not a 2xx success.
 pub struct Classifier {
     plugin: Arc<Plugin>,
     instance: Mutex<Option<Instance>>,
@@ -368,7 +368,8 @@ impl crate::delivery::Classify for Classifier {
             }),
             Err(err) => {
                 // NOTE: falling back to the host's rules keeps delivery going
-                // when the plugin's classifier is broken; the log says so.
+                // when the plugin's classifier is broken, and the warning
+                // below records it.
                 tracing::warn!(error = %err, "plugin classify failed; using the host's rules");
                 None
             }
