@@ -17,12 +17,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 scripts/setup
+target="${CARGO_TARGET_DIR:-target}"
 
 run_dir=examples/run
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
 
-target/release/sluice-target serve \
+"$target"/release/sluice-target serve \
   --addr 127.0.0.1:0 --db "$run_dir/target.db" --seed 7 \
   --rate-500 0.02 --rate-503 0.02 --rate-429 0.02 --retry-after 1 \
   --rate-stall 0.005 --stall-for 3s --rate-reset 0.01 \
@@ -66,7 +67,7 @@ options=(
 echo
 echo "== sluice run: first pass over examples/data/airports.csv"
 set +e
-target/release/sluice run "${options[@]}" --max-retries 3 examples/data/airports.csv
+"$target"/release/sluice run "${options[@]}" --max-retries 3 examples/data/airports.csv
 status=$?
 set -e
 echo "sluice run exited with $status (0: all delivered, 3: some dead-lettered)"
@@ -78,11 +79,11 @@ ls -1 "$run_dir/dead-letters" 2>/dev/null || echo "(none)"
 if [ -d "$run_dir/dead-letters" ] && [ -n "$(ls -A "$run_dir/dead-letters")" ]; then
   echo
   echo "== sluice reprocess: sending the dead letters again"
-  target/release/sluice reprocess "${options[@]}" --max-retries 8 "$run_dir/dead-letters"
+  "$target"/release/sluice reprocess "${options[@]}" --max-retries 8 "$run_dir/dead-letters"
 fi
 
 echo
 echo "== comparing the target's database with the file"
-target/release/sluice-target compare \
+"$target"/release/sluice-target compare \
   --db "$run_dir/target.db" --file examples/data/airports.csv --path '/airports/{iata}'
 echo "demo: the database matches examples/data/airports.csv exactly"
