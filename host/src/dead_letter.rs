@@ -85,6 +85,11 @@ pub struct SidecarEntry {
     /// The record's number in that file.
     #[serde(default)]
     pub input_record: Option<u64>,
+    /// That file's [`input_name`]. The fingerprint alone does not identify
+    /// it: when every record of a dead-letter file fails again, the new
+    /// file has the same bytes as the one it replaces.
+    #[serde(default)]
+    pub input_file: Option<String>,
 }
 
 struct OpenFile {
@@ -382,15 +387,49 @@ pub fn pending(dir: &Path) -> io::Result<Vec<PendingRecord>> {
     Ok(pending)
 }
 
+impl PendingRecord {
+    /// Returns whether the record was written while reading the input
+    /// named `input` (see [`input_name`]) with content `fingerprint`.
+    pub fn written_while_reading(&self, input: &str, fingerprint: &str) -> bool {
+        if self.entry.input_fingerprint.as_deref() != Some(fingerprint) {
+            return false;
+        }
+        match &self.entry.input_file {
+            Some(name) => name == input,
+            // An entry from before input names were recorded. A file's own
+            // entries say where its records came from, so they never
+            // describe the output of reading that file.
+            None => self.file.file_name().and_then(|name| name.to_str()) != Some(input),
+        }
+    }
+}
+
+/// Names an input file for sidecar entries: a dead-letter file by its
+/// file name, which holds a unique run id and stays valid when the
+/// directory moves, and a source file by its absolute path, as the ledger
+/// does.
+pub fn input_name(path: &Path, dead_letter: bool) -> String {
+    if dead_letter {
+        if let Some(name) = path.file_name() {
+            return name.to_string_lossy().into_owned();
+        }
+    }
+    fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Finds the records in `pending` that were written while reading the
-/// input whose fingerprint is `fingerprint`.
-pub fn written_from(pending: &[PendingRecord], fingerprint: &str) -> Written {
+/// input named `input` with content `fingerprint`.
+pub fn written_from(pending: &[PendingRecord], input: &str, fingerprint: &str) -> Written {
     let mut written = Written::default();
     {
-        for line in pending.iter().map(|record| record.entry.clone()) {
-            if line.input_fingerprint.as_deref() != Some(fingerprint) {
+        for pending in pending {
+            if !pending.written_while_reading(input, fingerprint) {
                 continue;
             }
+            let line = pending.entry.clone();
             let Some(record) = line.input_record else {
                 continue;
             };
@@ -441,6 +480,7 @@ mod tests {
             idempotency_key: Some(format!("fp-{record}")),
             input_fingerprint: Some("fp".to_owned()),
             input_record: Some(record),
+            input_file: Some("/data/a.csv".to_owned()),
         }
     }
 
@@ -494,9 +534,12 @@ mod tests {
         let mut other = entry(Kind::DeadLetter, 9);
         other.input_fingerprint = Some("other".to_owned());
         sink.write(b"9", &other).unwrap();
+        let mut renamed = entry(Kind::DeadLetter, 8);
+        renamed.input_file = Some("/data/copy-of-a.csv".to_owned());
+        sink.write(b"8", &renamed).unwrap();
         sink.sync().unwrap();
 
-        let written = written_from(&pending(dir.path()).unwrap(), "fp");
+        let written = written_from(&pending(dir.path()).unwrap(), "/data/a.csv", "fp");
 
         let mut records: Vec<u64> = written.records.iter().copied().collect();
         records.sort();
@@ -505,6 +548,20 @@ mod tests {
         assert_eq!(written.held_keys.get("k5"), Some(&(5, Kind::DeadLetter)));
         assert_eq!(written.held_keys.get("k4"), Some(&(4, Kind::Rejected)));
         assert_eq!(written.latest.get("k5"), Some(&5));
+    }
+
+    #[test]
+    fn entries_without_an_input_name_never_match_their_own_file() {
+        let mut legacy = entry(Kind::DeadLetter, 1);
+        legacy.input_file = None;
+        let record = |file: &str| PendingRecord {
+            file: PathBuf::from("dead-letters").join(file),
+            run_id: "R1".to_owned(),
+            entry: legacy.clone(),
+        };
+        assert!(!record("a.R1.dead.csv").written_while_reading("a.R1.dead.csv", "fp"));
+        assert!(record("a.R1~x.dead.csv").written_while_reading("a.R1.dead.csv", "fp"));
+        assert!(!record("a.R1~x.dead.csv").written_while_reading("a.R1.dead.csv", "other"));
     }
 
     #[test]

@@ -380,3 +380,89 @@ async fn repeated_reprocessing_rounds_keep_working() {
         .into_owned();
     assert!(name.len() < 255, "{name}");
 }
+
+/// A server that responds with 503 to every PUT, except that bodies
+/// containing `hang` get no answer for a minute.
+async fn down_and_hanging_on(hang: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(body_string_contains(hang))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn killed_reprocess_of_an_unchanged_dead_letter_file_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = down_and_hanging_on("never-sent-before").await;
+    let input = write_file(dir.path(), "a.csv", "id,name\n1,a\n2,b\n3,c\n");
+    let first = sluice("run", dir.path(), &down.uri())
+        .arg(input.display().to_string())
+        .run()
+        .await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+    // Every record fails again, until a round writes them in the same
+    // order, so that the new dead-letter file has the same bytes as the one
+    // it replaces.
+    let contents = || dead_letter_files(&dir.path().join("dead-letters"), "dead")[0]
+        .contents
+        .clone();
+    let mut before = contents();
+    for round in 0.. {
+        assert!(round < 20, "reprocessing never kept the order");
+        let again = sluice("reprocess", dir.path(), &down.uri())
+            .arg("--concurrency=1")
+            .arg("dead-letters")
+            .run()
+            .await;
+        assert_eq!(again.code, Some(3), "{}", again.stderr);
+        let after = contents();
+        if after == before {
+            break;
+        }
+        before = after;
+    }
+
+    // Kill a reprocess after the other records are dead-lettered again and
+    // while the record "b" waits for an answer.
+    let hanging = down_and_hanging_on("\"b\"").await;
+    let (mut child, _) = sluice("reprocess", dir.path(), &hanging.uri())
+        .arg("--concurrency=2")
+        .arg("--timeout=60s")
+        .arg("dead-letters")
+        .spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hanging.received_requests().await.unwrap().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "not every record was sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The ledger is written right after the first record's dead letter.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let db = dir.path().join("t.db");
+    let target = start(TargetConfig::new(&db)).await.unwrap();
+    for round in 0..3 {
+        if dead_letter_files(&dir.path().join("dead-letters"), "dead").is_empty() {
+            break;
+        }
+        let last = sluice("reprocess", dir.path(), &target.url())
+            .arg("dead-letters")
+            .run()
+            .await;
+        assert_eq!(last.code, Some(0), "round {round}: {}", last.stderr);
+    }
+    target.shutdown().await;
+    let stored = read_resources(&db).unwrap();
+    for (id, name) in [("1", "a"), ("2", "b"), ("3", "c")] {
+        let value = stored.get(&format!("/r/{id}")).map(|r| r["name"].clone());
+        assert_eq!(value, Some(name.into()), "record {id} in {stored:?}");
+    }
+}

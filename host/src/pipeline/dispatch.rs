@@ -81,6 +81,8 @@ pub struct Resume {
 pub struct Checkpoint {
     pub ledger: Ledger,
     pub input: PathBuf,
+    /// The input's [`crate::dead_letter::input_name`], for sidecar entries.
+    pub input_name: String,
     pub fingerprint: String,
 }
 
@@ -409,6 +411,12 @@ impl<'a> Dispatcher<'a> {
 
         match delivery.outcome {
             Outcome::Delivered { .. } => {
+                tracing::debug!(
+                    record = record.position.record_number,
+                    key = %record.key,
+                    attempts,
+                    "record delivered"
+                );
                 self.report.delivered += 1;
                 if attempts == 1 {
                     self.report.delivered_first_try += 1;
@@ -523,6 +531,7 @@ impl<'a> Dispatcher<'a> {
             idempotency_key: Some(origin.idempotency_key),
             input_fingerprint: Some(self.context.checkpoint.fingerprint.clone()),
             input_record: Some(record.position.record_number),
+            input_file: Some(self.context.checkpoint.input_name.clone()),
         }
     }
 

@@ -194,7 +194,10 @@ impl Pipeline {
                 return Ok(report);
             }
         };
-        let Some(resume) = self.resume_point(input, &fingerprint, pending, &span)? else {
+        let is_dead_letter = matches!(input.kind, InputKind::DeadLetter { .. });
+        let input_name = dead_letter::input_name(&input.path, is_dead_letter);
+        let Some(resume) = self.resume_point(input, &input_name, &fingerprint, pending, &span)?
+        else {
             report.already_completed = true;
             report.completed = true;
             return Ok(report);
@@ -269,7 +272,7 @@ impl Pipeline {
         let path = input.path.clone();
         let reader = tokio::task::spawn_blocking(move || reader::read_file(&path, &context, tx));
 
-        let mut held = older_pending_keys(input, inputs, &fingerprint, pending);
+        let mut held = older_pending_keys(input, inputs, &input_name, &fingerprint, pending);
         let from_earlier_runs = held.len();
         held.extend(self.held.lock().expect("not poisoned").clone());
         span.in_scope(|| {
@@ -295,6 +298,7 @@ impl Pipeline {
             checkpoint: Checkpoint {
                 ledger: self.ledger.clone(),
                 input: input.path.clone(),
+                input_name,
                 fingerprint,
             },
             shutdown: self.shutdown.clone(),
@@ -325,6 +329,7 @@ impl Pipeline {
     fn resume_point(
         &self,
         input: &Input,
+        input_name: &str,
         fingerprint: &str,
         pending: &[dead_letter::PendingRecord],
         span: &tracing::Span,
@@ -345,7 +350,7 @@ impl Pipeline {
                         handled_through = entry.handled_through,
                         "resuming after the last record an earlier run handled"
                     );
-                    let written = dead_letter::written_from(pending, fingerprint);
+                    let written = dead_letter::written_from(pending, input_name, fingerprint);
                     Resume {
                         skip_through: entry.handled_through,
                         dispatched_through: entry.dispatched_through,
@@ -387,17 +392,19 @@ fn base36(mut value: u64, width: usize) -> String {
 
 /// Returns the keys with a record waiting in a dead-letter or rejected
 /// file that must be replayed before this input's records. For a source
-/// file, that is every pending record except those the same file content
-/// wrote, which the resume point orders by position. For a dead-letter
+/// file, that is every pending record except those that reading the same
+/// file with the same content wrote, which the resume point orders by
+/// position. For a dead-letter
 /// file, it is those in older files that this run does not process.
 fn older_pending_keys(
     input: &Input,
     inputs: &[Input],
+    input_name: &str,
     fingerprint: &str,
     pending: &[dead_letter::PendingRecord],
 ) -> HashMap<String, dead_letter::Kind> {
     let older = |record: &&dead_letter::PendingRecord| match &input.kind {
-        InputKind::Source => record.entry.input_fingerprint.as_deref() != Some(fingerprint),
+        InputKind::Source => !record.written_while_reading(input_name, fingerprint),
         InputKind::DeadLetter { name, .. } => {
             let processed_here = inputs.iter().any(|other| other.path == record.file);
             !processed_here && record.run_id < name.run_id
