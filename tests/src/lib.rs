@@ -60,6 +60,11 @@ pub fn jsonl_plugin() -> PathBuf {
     built(workspace_root().join("plugins/jsonl.wasm"), "plugin")
 }
 
+/// Returns the compiled TSV plugin component, written in Python.
+pub fn tsv_plugin() -> PathBuf {
+    built(workspace_root().join("plugins/tsv.wasm"), "plugin")
+}
+
 /// Returns the misbehaving test plugin built from `tests/plugins/hostile`.
 pub fn hostile_plugin() -> PathBuf {
     built(
