@@ -105,6 +105,20 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_PLUGIN_CALL_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub plugin_call_timeout: Option<Duration>,
 
+    /// Size of a record, or of its request body, above which the record is
+    /// rejected, in bytes [default: 16777216]. Key: plugin.max_record_bytes.
+    #[arg(long, env = "SLUICE_PLUGIN_MAX_RECORD_BYTES", value_name = "BYTES")]
+    pub plugin_max_record_bytes: Option<usize>,
+
+    /// Plugin traps in a row, with no record handled between them, that
+    /// stop the file [default: 3]. Key: plugin.max_consecutive_traps.
+    #[arg(
+        long,
+        env = "SLUICE_PLUGIN_MAX_CONSECUTIVE_TRAPS",
+        value_name = "COUNT"
+    )]
+    pub plugin_max_consecutive_traps: Option<u32>,
+
     /// Plugin setting; repeat for more. Key: plugin.config.KEY; variable:
     /// SLUICE_PLUGIN_CONFIG_KEY.
     #[arg(long = "plugin-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -246,6 +260,14 @@ impl CommonArgs {
             &self.plugin_max_memory_mib,
         );
         set(&mut config.plugin.call_timeout, &self.plugin_call_timeout);
+        set(
+            &mut config.plugin.max_record_bytes,
+            &self.plugin_max_record_bytes,
+        );
+        set(
+            &mut config.plugin.max_consecutive_traps,
+            &self.plugin_max_consecutive_traps,
+        );
         set(&mut config.progress, &self.progress);
         set(&mut config.http.concurrency, &self.concurrency);
         set(&mut config.http.timeout, &self.timeout);

@@ -126,6 +126,10 @@ pub enum KeySource {
 pub const DEFAULT_PLUGIN_MAX_MEMORY_MIB: usize = 256;
 /// Default time one plugin call may take.
 pub const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default size above which a record or its request body is rejected.
+pub const DEFAULT_PLUGIN_MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+/// Default number of plugin traps in a row that stops a file.
+pub const DEFAULT_PLUGIN_MAX_CONSECUTIVE_TRAPS: u32 = 3;
 
 /// The `[plugin]` table.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -138,6 +142,12 @@ pub struct PluginConfig {
     /// Time one call into the plugin may take before it is stopped.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// Size in bytes of a record, or of its request body, above which the
+    /// record is rejected instead of sent.
+    pub max_record_bytes: usize,
+    /// Plugin traps in a row, with no record handled between them, after
+    /// which the file stops instead of the plugin being restarted again.
+    pub max_consecutive_traps: u32,
     /// Key/value pairs handed to the plugin's `configure` function. TOML
     /// numbers and booleans are passed on as their text.
     #[serde(deserialize_with = "scalars_as_strings")]
@@ -150,6 +160,8 @@ impl Default for PluginConfig {
             path: None,
             max_memory_mib: DEFAULT_PLUGIN_MAX_MEMORY_MIB,
             call_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT,
+            max_record_bytes: DEFAULT_PLUGIN_MAX_RECORD_BYTES,
+            max_consecutive_traps: DEFAULT_PLUGIN_MAX_CONSECUTIVE_TRAPS,
             config: BTreeMap::new(),
         }
     }
@@ -517,6 +529,16 @@ impl Config {
             let value = humantime::format_duration(plugin.call_timeout);
             problem("plugin.call_timeout", &value, "a duration of at least 10ms");
         }
+        if !(1024..=1024 * 1024 * 1024).contains(&plugin.max_record_bytes) {
+            let value = plugin.max_record_bytes;
+            let allowed = "a byte count from 1024 to 1073741824 (1 GiB)";
+            problem("plugin.max_record_bytes", &value, allowed);
+        }
+        if !(1..=1000).contains(&plugin.max_consecutive_traps) {
+            let value = plugin.max_consecutive_traps;
+            let allowed = "an integer from 1 to 1000";
+            problem("plugin.max_consecutive_traps", &value, allowed);
+        }
 
         let idempotency = &self.idempotency;
         let idempotency_header = HeaderName::from_bytes(idempotency.header.as_bytes()).ok();
@@ -545,6 +567,8 @@ impl Config {
             plugin_limits: crate::plugin::PluginLimits {
                 max_memory: plugin.max_memory_mib * 1024 * 1024,
                 call_timeout: plugin.call_timeout,
+                max_record_bytes: plugin.max_record_bytes,
+                max_consecutive_traps: plugin.max_consecutive_traps,
             },
             dead_letter_dir: self
                 .dead_letter_dir

@@ -177,8 +177,15 @@ fn plugin_limits_are_checked() {
     let mut config = minimal();
     config.plugin.max_memory_mib = 1;
     config.plugin.call_timeout = Duration::from_millis(1);
+    config.plugin.max_record_bytes = 10;
+    config.plugin.max_consecutive_traps = 0;
     assert_eq!(
         problem_keys(&config),
-        ["plugin.max_memory_mib", "plugin.call_timeout"]
+        [
+            "plugin.max_memory_mib",
+            "plugin.call_timeout",
+            "plugin.max_record_bytes",
+            "plugin.max_consecutive_traps"
+        ]
     );
 }

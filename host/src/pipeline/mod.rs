@@ -9,6 +9,7 @@
 //! the last record it handled, and a changed one starts over.
 
 mod dispatch;
+mod parsing;
 mod reader;
 
 use std::collections::HashMap;

@@ -6,8 +6,6 @@
 //! channel, so a slow API slows reading instead of filling memory. Before
 //! each chunk it waits while the circuit breaker is open.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -16,6 +14,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use tokio::sync::mpsc;
 
+use super::parsing::{Parsing, Stop};
 use crate::delivery::breaker::Breaker;
 use crate::delivery::classify::error_chain;
 use crate::delivery::{prepare, PreparedRequest};
@@ -36,6 +35,16 @@ pub enum Item {
     Unsendable { record: Record, reason: String },
     /// A record the plugin could not parse.
     Malformed(Malformed),
+}
+
+impl Item {
+    /// Returns where the item's record starts.
+    pub fn position(&self) -> Position {
+        match self {
+            Item::Ready { record, .. } | Item::Unsendable { record, .. } => record.position,
+            Item::Malformed(bad) => bad.position,
+        }
+    }
 }
 
 /// A message from the reader to the dispatcher, in file order.
@@ -76,20 +85,14 @@ fn read_and_send(
     context: &ReaderContext,
     tx: &mpsc::Sender<Message>,
 ) -> Result<(), Message> {
-    let stopped =
-        |position: Option<Position>, message: String| Message::Stopped { position, message };
-    let mut file = File::open(path).map_err(|err| stopped(None, format!("cannot open: {err}")))?;
-    let instance = context
-        .plugin
-        .instantiate()
-        .map_err(|err| stopped(None, error_chain(&err)))?;
-    let mut parser = instance
-        .parser()
-        .map_err(|err| stopped(None, error_chain(&err)))?;
+    let stopped = |position: Option<Position>, stop: Stop| Message::Stopped {
+        position,
+        message: error_chain(&stop),
+    };
+    let mut parsing = Parsing::open(path, context.plugin.clone(), context.chunk_size)
+        .map_err(|stop| stopped(None, stop))?;
 
-    let mut chunk = vec![0u8; context.chunk_size];
     let mut preamble_sent = false;
-    let mut last_position: Option<Position> = None;
     loop {
         context.runtime.block_on(async {
             let mut shutdown = context.shutdown.clone();
@@ -101,22 +104,16 @@ fn read_and_send(
         if *context.shutdown.borrow() {
             return Ok(());
         }
-        let read = file
-            .read(&mut chunk)
-            .map_err(|err| stopped(last_position, format!("read failed: {err}")))?;
+        let next = parsing.next_items();
+        let next = next.map_err(|stop| stopped(parsing.last_position(), stop))?;
+        let Some((parsed, read)) = next else {
+            return Ok(());
+        };
         context.counters.bytes_read.fetch_add(read as u64, Relaxed);
 
-        let parsed = if read == 0 {
-            parser.finish()
-        } else {
-            parser.feed(&chunk[..read])
-        };
-        let parsed = parsed.map_err(|err| stopped(last_position, error_chain(&err)))?;
-
         if !preamble_sent && (read == 0 || !parsed.is_empty()) {
-            let preamble = parser
-                .preamble()
-                .map_err(|err| stopped(last_position, error_chain(&err)))?;
+            let preamble = parsing.preamble();
+            let preamble = preamble.map_err(|stop| stopped(parsing.last_position(), stop))?;
             preamble_sent = true;
             if tx.blocking_send(Message::Preamble(preamble)).is_err() {
                 return Ok(());
@@ -124,58 +121,71 @@ fn read_and_send(
         }
 
         if !parsed.is_empty() {
-            last_position = Some(position_of(parsed.last().expect("not empty")));
-            let items = prepare_items(&mut parser, parsed, context)
-                .map_err(|err| stopped(last_position, error_chain(&err)))?;
+            let prepared = prepare_items(&mut parsing, parsed, context);
+            let (items, stop) = prepared.map_err(|stop| stopped(parsing.last_position(), stop))?;
+            let last = items.last().map(Item::position);
             context.counters.read.fetch_add(items.len() as u64, Relaxed);
             if tx.blocking_send(Message::Items(items)).is_err() {
                 return Ok(());
             }
-        }
-        if read == 0 {
-            return Ok(());
+            if let Some(stop) = stop {
+                return Err(stopped(last, stop));
+            }
         }
     }
 }
 
 fn prepare_items(
-    parser: &mut crate::plugin::FileParser,
+    parsing: &mut Parsing,
     parsed: Vec<Parsed>,
     context: &ReaderContext,
-) -> Result<Vec<Item>, crate::plugin::PluginError> {
+) -> Result<(Vec<Item>, Option<Stop>), Stop> {
+    let max_bytes = context.plugin.limits().max_record_bytes;
     let mut records = Vec::new();
     let mut order = Vec::with_capacity(parsed.len());
     for item in parsed {
         match item {
+            Parsed::Record(record) if record.raw.len() > max_bytes => {
+                let reason = too_large("the record", record.raw.len(), max_bytes);
+                order.push(Some(Item::Unsendable { record, reason }));
+            }
             Parsed::Record(record) => {
                 order.push(None);
                 records.push(record);
             }
-            Parsed::Malformed(malformed) => order.push(Some(malformed)),
+            Parsed::Malformed(malformed) => order.push(Some(Item::Malformed(malformed))),
         }
     }
-    let mut mapped = if records.is_empty() {
-        Vec::new()
+    let (mut mapped, stop) = if records.is_empty() {
+        (Vec::new().into_iter(), None)
     } else {
-        parser.map(&records)?
-    }
-    .into_iter();
+        let mapped = parsing.map(&records)?;
+        (mapped.results.into_iter(), mapped.stop)
+    };
 
     let mut records = records.into_iter();
     let mut items = Vec::with_capacity(order.len());
     for slot in order {
-        if let Some(malformed) = slot {
-            items.push(Item::Malformed(malformed));
+        if let Some(item) = slot {
+            items.push(item);
             continue;
         }
-        let (Some(record), Some(mapping)) = (records.next(), mapped.next()) else {
-            unreachable!("map returns one result per record");
+        let Some(record) = records.next() else {
+            unreachable!("one record per empty slot");
+        };
+        // Mapping stopped before this record: the file ends here.
+        let Some(mapping) = mapped.next() else {
+            break;
         };
         let item = match mapping {
             Err(reason) => Item::Unsendable {
                 record,
                 reason: format!("mapping failed: {reason}"),
             },
+            Ok(request) if request.body.len() > max_bytes => {
+                let reason = too_large("its request body", request.body.len(), max_bytes);
+                Item::Unsendable { record, reason }
+            }
             Ok(request) => {
                 let headers = request.headers.into_iter().map(|h| (h.name, h.value));
                 let prepared = prepare(
@@ -194,12 +204,12 @@ fn prepare_items(
         };
         items.push(item);
     }
-    Ok(items)
+    Ok((items, stop))
 }
 
-fn position_of(parsed: &Parsed) -> Position {
-    match parsed {
-        Parsed::Record(record) => record.position,
-        Parsed::Malformed(malformed) => malformed.position,
-    }
+fn too_large(what: &str, len: usize, max: usize) -> String {
+    format!(
+        "{what} is {len} bytes, more than plugin.max_record_bytes ({max}); raise the limit \
+         or fix the plugin"
+    )
 }

@@ -6,11 +6,13 @@
 //! and a trap only poisons the instance that raised it.
 //!
 //! Plugins get no ambient capabilities: the WASI context grants no files,
-//! sockets, environment variables or stdio. Rust guests import WASI
+//! sockets, environment variables, stdin or stdout. Rust guests import WASI
 //! interfaces through their standard library even when they use none, so
-//! the interfaces are linked but empty.
+//! the interfaces are linked but empty. A plugin's stderr goes to the
+//! host's log, line by line and rate-limited (see [`stderr`]).
 
 mod bindings;
+mod stderr;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,13 +33,20 @@ use bindings::{FormatPlugin, FormatPluginPre};
 /// How often the engine's epoch advances; call deadlines count in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Resource limits for each plugin instance.
+/// Resource limits for each plugin instance, and how many of its failures
+/// the host absorbs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PluginLimits {
     /// Bytes of linear memory an instance may grow to.
     pub max_memory: usize,
     /// Time one call into the plugin may take before it is interrupted.
     pub call_timeout: Duration,
+    /// Bytes of one record, or of the body of its request, above which
+    /// the record is rejected.
+    pub max_record_bytes: usize,
+    /// Traps in a row, with no record handled between them, after which
+    /// the host stops the file instead of restarting the plugin again.
+    pub max_consecutive_traps: u32,
 }
 
 impl Default for PluginLimits {
@@ -45,6 +54,8 @@ impl Default for PluginLimits {
         PluginLimits {
             max_memory: 256 * 1024 * 1024,
             call_timeout: Duration::from_secs(10),
+            max_record_bytes: 16 * 1024 * 1024,
+            max_consecutive_traps: 3,
         }
     }
 }
@@ -63,6 +74,17 @@ pub enum PluginError {
     /// The plugin trapped or the runtime failed; the instance is unusable.
     #[error("plugin {plugin} failed in {call}")]
     Trap {
+        plugin: String,
+        call: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A call ran past `plugin.call_timeout` or needed more memory than
+    /// `plugin.max_memory_mib`; the instance is unusable. Unlike a
+    /// [`PluginError::Trap`], trying again would cost the same again.
+    #[error("plugin {plugin} failed in {call}")]
+    Limit {
         plugin: String,
         call: &'static str,
         #[source]
@@ -94,6 +116,7 @@ pub struct Plugin {
     path: PathBuf,
     info: PluginInfo,
     config: Vec<(String, String)>,
+    stderr: stderr::PluginStderr,
 }
 
 impl Plugin {
@@ -104,8 +127,20 @@ impl Plugin {
     /// Fails when the file cannot be read, is not a component, does not
     /// implement the `sluice:plugin/format` interface, or traps in `info`.
     pub fn load(path: &Path, limits: PluginLimits) -> anyhow::Result<Plugin> {
+        Plugin::load_with(path, limits, true)
+    }
+
+    /// Loads a plugin whose calls have no deadline, so that benchmarks
+    /// can measure what the deadline costs. Never for real runs: a plugin
+    /// that loops would hang the host.
+    #[doc(hidden)]
+    pub fn load_without_call_deadline(path: &Path, limits: PluginLimits) -> anyhow::Result<Plugin> {
+        Plugin::load_with(path, limits, false)
+    }
+
+    fn load_with(path: &Path, limits: PluginLimits, deadline: bool) -> anyhow::Result<Plugin> {
         let started = Instant::now();
-        let engine = new_engine()?;
+        let engine = new_engine(deadline)?;
         let bytes = std::fs::read(path)
             .with_context(|| format!("failed to read plugin {}", path.display()))?;
         let component = Component::new(&engine, &bytes)
@@ -141,9 +176,11 @@ impl Plugin {
             path: path.to_owned(),
             info: placeholder_info(path),
             config: Vec::new(),
+            stderr: stderr::PluginStderr::new(&placeholder_info(path).name),
         };
-        let mut instance = plugin.instantiate_unconfigured()?;
+        let mut instance = plugin.instantiate_unconfigured(false)?;
         plugin.info = instance.info()?;
+        plugin.stderr = stderr::PluginStderr::new(&plugin.info.name);
         tracing::debug!(
             plugin = %plugin.info.name,
             compile_ms = compiled.as_millis() as u64,
@@ -151,6 +188,11 @@ impl Plugin {
             "plugin loaded"
         );
         Ok(plugin)
+    }
+
+    /// Returns the limits the plugin runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
     }
 
     /// Returns the plugin's description of itself.
@@ -177,18 +219,28 @@ impl Plugin {
 
     /// Creates a fresh, configured instance.
     pub fn instantiate(&self) -> Result<Instance, PluginError> {
-        let mut instance = self.instantiate_unconfigured()?;
+        let mut instance = self.instantiate_unconfigured(false)?;
         instance.configure(&self.config)?;
         Ok(instance)
     }
 
-    fn instantiate_unconfigured(&self) -> Result<Instance, PluginError> {
+    /// Creates a fresh, configured instance whose stderr is kept for trap
+    /// reports but not logged, for calls that repeat earlier ones.
+    pub fn instantiate_quiet(&self) -> Result<Instance, PluginError> {
+        let mut instance = self.instantiate_unconfigured(true)?;
+        instance.configure(&self.config)?;
+        Ok(instance)
+    }
+
+    fn instantiate_unconfigured(&self, quiet: bool) -> Result<Instance, PluginError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.max_memory)
             .trap_on_grow_failure(true)
             .build();
+        let started = Instant::now();
+        let stderr = self.stderr.for_instance(quiet);
         let state = HostState {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
             limits,
         };
@@ -206,12 +258,18 @@ impl Plugin {
                 call: "instantiate",
                 source: anyhow::Error::from(err).into(),
             })?;
+        tracing::debug!(
+            plugin = %self.info.name,
+            micros = started.elapsed().as_micros() as u64,
+            "plugin instantiated"
+        );
         Ok(Instance {
             store,
             bindings,
             name: self.info.name.clone(),
             limits: self.limits,
             deadline_ticks,
+            stderr,
         })
     }
 }
@@ -223,35 +281,53 @@ pub struct Instance {
     name: String,
     limits: PluginLimits,
     deadline_ticks: u64,
+    stderr: stderr::PluginStderr,
 }
 
 impl Instance {
     /// Restarts the call deadline; every call into the guest gets its own.
     fn arm(&mut self) {
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.stderr.start_call();
     }
 
     fn trap(&self, call: &'static str, err: impl Into<anyhow::Error>) -> PluginError {
         let err: anyhow::Error = err.into();
         let chain = format!("{err:#}");
-        let source: Box<dyn std::error::Error + Send + Sync> =
-            if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-                let message = format!(
-                    "the call ran longer than plugin.call_timeout ({})",
-                    humantime::format_duration(self.limits.call_timeout)
-                );
-                message.into()
-            } else if chain.contains("growing memory") {
-                let message = format!(
-                    "the plugin needed more memory than plugin.max_memory ({} MiB)",
-                    self.limits.max_memory / (1024 * 1024)
-                );
-                message.into()
-            } else {
-                err.into()
+        let plugin = self.name.clone();
+        if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            let message = format!(
+                "the call ran longer than plugin.call_timeout ({})",
+                humantime::format_duration(self.limits.call_timeout)
+            );
+            return PluginError::Limit {
+                plugin,
+                call,
+                source: message.into(),
             };
+        }
+        if chain.contains("growing memory") {
+            let message = format!(
+                "the plugin needed more memory than plugin.max_memory ({} MiB)",
+                self.limits.max_memory / (1024 * 1024)
+            );
+            return PluginError::Limit {
+                plugin,
+                call,
+                source: message.into(),
+            };
+        }
+        // A trap's own message is only "unreachable executed" and a
+        // backtrace. The panic message that a guest writes to stderr
+        // before it aborts describes the failure.
+        let cause = err.root_cause().to_string();
+        let cause = first_line(&cause);
+        let source: Box<dyn std::error::Error + Send + Sync> = match self.stderr.call_output() {
+            Some(output) => format!("{output} ({cause})").into(),
+            None => cause.to_owned().into(),
+        };
         PluginError::Trap {
-            plugin: self.name.clone(),
+            plugin,
             call,
             source,
         }
@@ -509,12 +585,12 @@ fn compatible(version: &str, supported: &str) -> bool {
     }
 }
 
-fn new_engine() -> anyhow::Result<Engine> {
+fn new_engine(deadline: bool) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // Epoch interruption bounds each plugin call: a ticker advances the
     // epoch, and a store traps once its deadline, counted in ticks, passes.
-    config.epoch_interruption(true);
+    config.epoch_interruption(deadline);
     // The on-disk cache keys compiled code by the component's bytes and
     // the engine's settings; a second start of the same plugin skips
     // compilation. A cache that cannot be set up only costs speed.
@@ -539,6 +615,11 @@ fn new_engine() -> anyhow::Result<Engine> {
         })
         .context("failed to start the plugin deadline thread")?;
     Ok(engine)
+}
+
+/// Returns the first line of an error message.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim_end()
 }
 
 fn placeholder_info(path: &Path) -> PluginInfo {

@@ -7,7 +7,14 @@
 //! - `loop`: `feed` spins forever, to test the call timeout;
 //! - `allocate`: `feed` allocates without bound, to test the memory limit;
 //! - `panic`: `map-records` panics, which traps the instance;
+//! - `panic-feed`: `feed` panics once the trigger line is complete;
+//! - `panic-always`: `map-records` panics on every record;
+//! - `huge`: `feed` returns the trigger line as a 2 MiB record;
+//! - `chatty`: `feed` writes a line to stderr for every record;
 //! - `none` (default): behaves.
+//!
+//! With `header` set to `true`, the first line is a header: not a record,
+//! and the parser's preamble.
 
 use std::cell::RefCell;
 
@@ -32,6 +39,7 @@ use sluice::plugin::types;
 struct Settings {
     mode: String,
     trigger: String,
+    header: bool,
 }
 
 thread_local! {
@@ -58,8 +66,12 @@ impl Guest for Component {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             extensions: vec!["txt".to_owned()],
             config_keys: vec![
-                key("mode", "loop, allocate, panic or none"),
+                key(
+                    "mode",
+                    "loop, allocate, panic, panic-feed, panic-always, huge, chatty or none",
+                ),
                 key("trigger", "the line that triggers the misbehaviour"),
+                key("header", "true to treat the first line as a header"),
             ],
             record_separator: b"\n".to_vec(),
         }
@@ -71,6 +83,7 @@ impl Guest for Component {
             match key.as_str() {
                 "mode" => settings.mode = value,
                 "trigger" => settings.trigger = value,
+                "header" => settings.header = value == "true",
                 _ => {
                     return Err(types::ConfigError {
                         key,
@@ -97,6 +110,7 @@ struct State {
     pending: Vec<u8>,
     record: u64,
     offset: u64,
+    header: Option<Vec<u8>>,
 }
 
 impl LineParser {
@@ -114,19 +128,33 @@ impl LineParser {
                 None => break,
             };
             let length = line.len() as u64 + 1;
+            if settings.header && state.header.is_none() {
+                let mut header = line;
+                header.push(b'\n');
+                state.header = Some(header);
+                state.offset += length;
+                continue;
+            }
             state.record += 1;
             let text = String::from_utf8_lossy(&line).into_owned();
+            if settings.mode == "chatty" {
+                eprintln!("hostile: record {} is {text:?}", state.record);
+            }
+            let mut raw = line;
             if text == settings.trigger {
                 misbehave_in_feed(&settings.mode);
+                if settings.mode == "huge" {
+                    raw = vec![b'x'; 2 << 20];
+                }
             }
             out.push(types::Parsed::Record(types::Record {
                 position: types::Position {
                     record_number: state.record,
-                    line: state.record,
+                    line: state.record + u64::from(settings.header),
                     offset: state.offset,
                 },
                 key: text,
-                raw: line,
+                raw,
             }));
             state.offset += length;
         }
@@ -149,6 +177,7 @@ fn misbehave_in_feed(mode: &str) {
                 std::hint::black_box(&hoard);
             }
         }
+        "panic-feed" => panic!("hostile plugin panics while parsing the trigger line"),
         _ => {}
     }
 }
@@ -178,6 +207,9 @@ impl GuestParser for LineParser {
                 if settings.mode == "panic" && line == settings.trigger {
                     panic!("hostile plugin panics on line {line:?}");
                 }
+                if settings.mode == "panic-always" {
+                    panic!("hostile plugin panics on every record");
+                }
                 Ok(types::Request {
                     method: "PUT".to_owned(),
                     path: format!("/lines/{line}"),
@@ -193,7 +225,7 @@ impl GuestParser for LineParser {
     }
 
     fn preamble(&self) -> Vec<u8> {
-        Vec::new()
+        self.state.borrow().header.clone().unwrap_or_default()
     }
 }
 
