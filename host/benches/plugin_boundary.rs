@@ -1,5 +1,8 @@
 //! Measures the cost of the plugin boundary: parsing a CSV file through
 //! the component, and mapping its records one per call versus in batches.
+//! Every measurement runs twice, with the per-call deadline (epoch
+//! interruption, as real runs use) and without it, alternating, so that the
+//! deadline's cost shows as a ratio that a busy machine distorts little.
 //!
 //! Run with `cargo bench -p sluice --bench plugin_boundary`; it needs
 //! `plugins/csv.wasm` (built by `scripts/setup`). The input defaults to the
@@ -30,49 +33,85 @@ fn main() -> anyhow::Result<()> {
         plugin_path.display()
     );
 
-    let mut plugin = Plugin::load(&plugin_path, PluginLimits::default())?;
     let config = vec![
         ("key".to_owned(), key.clone()),
         ("path".to_owned(), format!("/items/{{{key}}}")),
     ];
-    plugin.configure(config)?;
-
-    let mut parse_times = Vec::new();
-    let mut batched_times = Vec::new();
-    let mut single_times = Vec::new();
-    let mut count = 0;
-    for _ in 0..RUNS {
-        let (records, elapsed) = parse(&plugin, &bytes)?;
-        parse_times.push(elapsed);
-        count = records.len();
-        batched_times.push(map(&plugin, &bytes, &records, CHUNK)?);
-        single_times.push(map(&plugin, &bytes, &records, 1)?);
-    }
+    let mut bounded = Plugin::load(&plugin_path, PluginLimits::default())?;
+    bounded.configure(config.clone())?;
+    let mut unbounded = Plugin::load_without_call_deadline(&plugin_path, PluginLimits::default())?;
+    unbounded.configure(config)?;
 
     let mb = bytes.len() as f64 / 1e6;
-    let parse = median(&mut parse_times);
-    let batched = median(&mut batched_times);
-    let single = median(&mut single_times);
+    let (count, with_deadline, without_deadline) = measure(&bounded, &unbounded, &bytes)?;
     println!(
         "input      {} ({count} records, {mb:.1} MB)",
         input.display()
     );
+    for (label, times) in [
+        ("with the call deadline", &with_deadline),
+        ("without a call deadline", &without_deadline),
+    ] {
+        println!("{label} (medians of {RUNS} runs):");
+        println!(
+            "  parse      {:.0} records/s, {:.0} MB/s",
+            count as f64 / times.parse.as_secs_f64(),
+            mb / times.parse.as_secs_f64()
+        );
+        println!(
+            "  map batch  {:.2} µs per record",
+            times.batched.as_secs_f64() * 1e6 / count as f64
+        );
+        println!(
+            "  map single {:.2} µs per record",
+            times.single.as_secs_f64() * 1e6 / count as f64
+        );
+    }
+    let overhead = |with: Duration, without: Duration| {
+        (with.as_secs_f64() / without.as_secs_f64() - 1.0) * 100.0
+    };
     println!(
-        "parse      {:.0} records/s, {:.0} MB/s (median of {RUNS})",
-        count as f64 / parse.as_secs_f64(),
-        mb / parse.as_secs_f64()
-    );
-    println!(
-        "map batch  {:.0} records/s ({:.2} µs per record)",
-        count as f64 / batched.as_secs_f64(),
-        batched.as_secs_f64() * 1e6 / count as f64
-    );
-    println!(
-        "map single {:.0} records/s ({:.2} µs per record)",
-        count as f64 / single.as_secs_f64(),
-        single.as_secs_f64() * 1e6 / count as f64
+        "deadline overhead: parse {:+.1} %, map batch {:+.1} %, map single {:+.1} %",
+        overhead(with_deadline.parse, without_deadline.parse),
+        overhead(with_deadline.batched, without_deadline.batched),
+        overhead(with_deadline.single, without_deadline.single)
     );
     Ok(())
+}
+
+/// Median times of one plugin's parse and map runs.
+struct Times {
+    parse: Duration,
+    batched: Duration,
+    single: Duration,
+}
+
+/// Runs every measurement `RUNS` times on each plugin, alternating between
+/// them, and returns the record count and each plugin's medians.
+fn measure(first: &Plugin, second: &Plugin, bytes: &[u8]) -> anyhow::Result<(usize, Times, Times)> {
+    let mut samples = [Vec::new(), Vec::new()];
+    let mut count = 0;
+    for _ in 0..RUNS {
+        for (plugin, samples) in [first, second].into_iter().zip(samples.iter_mut()) {
+            let (records, parsed) = parse(plugin, bytes)?;
+            count = records.len();
+            let batched = map(plugin, bytes, &records, CHUNK)?;
+            let single = map(plugin, bytes, &records, 1)?;
+            samples.push((parsed, batched, single));
+        }
+    }
+    let [first, second] = samples.map(|runs| {
+        let column = |pick: fn(&(Duration, Duration, Duration)) -> Duration| {
+            let mut times: Vec<Duration> = runs.iter().map(pick).collect();
+            median(&mut times)
+        };
+        Times {
+            parse: column(|run| run.0),
+            batched: column(|run| run.1),
+            single: column(|run| run.2),
+        }
+    });
+    Ok((count, first, second))
 }
 
 fn parse(plugin: &Plugin, bytes: &[u8]) -> anyhow::Result<(Vec<Record>, Duration)> {
