@@ -65,6 +65,14 @@ pub fn tsv_plugin() -> PathBuf {
     built(workspace_root().join("plugins/tsv.wasm"), "plugin")
 }
 
+/// Returns the plugin template built from `examples/plugin-template`.
+pub fn template_plugin() -> PathBuf {
+    built(
+        workspace_root().join("examples/plugin-template/template.wasm"),
+        "plugin",
+    )
+}
+
 /// Returns the misbehaving test plugin built from `tests/plugins/hostile`.
 pub fn hostile_plugin() -> PathBuf {
     built(
