@@ -9,7 +9,7 @@
 //! the last record it handled, and a changed one starts over.
 
 mod dispatch;
-mod reader;
+pub mod reader;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
