@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod delivery;
+pub mod dry_run;
 pub mod identity;
 pub mod ledger;
 pub mod pipeline;

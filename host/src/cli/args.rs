@@ -54,6 +54,37 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Show the requests a run would send, without sending any.
+    ///
+    /// Parses and maps the files through the plugin as a run does, with
+    /// the same endpoint, headers and idempotency keys, and prints each
+    /// record's request. Header values are masked (***) except
+    /// Content-Type, Content-Length, Accept and the idempotency header.
+    /// Writes no ledger and no dead-letter files, and creates no
+    /// directories. Exits with 3 when some records are malformed or cannot
+    /// be mapped, and with 1 when a file cannot be read to its end.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Records shown per file in a dry run; 0 shows every record.
+    ///
+    /// Malformed and unmappable records count toward the limit. The
+    /// summary counts every record of the file either way.
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "dry_run")]
+    pub dry_run_records: u64,
+
+    /// Write the dry run's records as JSON Lines to this file (`-` for
+    /// stdout) instead of the human-readable form.
+    ///
+    /// One object per record: file, record, line, offset, key, and either
+    /// request {method, url, headers, body, body_encoding} or error {kind,
+    /// message}, where kind is malformed, unmappable or unsendable. A body
+    /// that is UTF-8 is written as text with body_encoding "utf-8", any
+    /// other as lowercase hex with body_encoding "hex". The summary then
+    /// goes to stdout, or to stderr when the records take stdout.
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub dry_run_output: Option<PathBuf>,
+
     /// Input files, ingested one after another in the order given.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -327,6 +358,25 @@ mod tests {
             ("Authorization".to_owned(), "Bearer ${T}".to_owned())
         );
         assert!(parse_header("no colon").is_err());
+    }
+
+    #[test]
+    fn dry_run_flags_need_dry_run() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["sluice", "run"].iter().chain(args));
+        for flag in ["--dry-run-records=3", "--dry-run-output=-"] {
+            let error = parse(&[flag, "a.csv"]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument
+            );
+        }
+
+        let Command::Run(args) = parse(&["--dry-run", "a.csv"]).unwrap().command else {
+            panic!("expected run");
+        };
+        assert!(args.dry_run);
+        assert_eq!(args.dry_run_records, 10);
+        assert_eq!(args.dry_run_output, None);
     }
 
     #[test]

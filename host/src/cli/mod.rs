@@ -5,10 +5,12 @@
 //! and configuration errors; 1 for other failures, such as a file that
 //! could not be read to its end or a plugin that does not load; 130 and
 //! 143 when SIGINT or SIGTERM stopped the run after draining it.
+//! `run --dry-run` exits with 0 when every record maps to a request, 3
+//! when some are malformed or unmappable, and 1 or 2 as a run does.
 
 mod args;
 
-use std::io::{IsTerminal as _, Write};
+use std::io::{BufWriter, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,10 @@ use tokio::sync::watch;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
+use self::args::RunArgs;
 pub use self::args::{Cli, Command, CommonArgs, PluginCommand};
 use crate::config::{apply_env_maps, Config, Settings};
+use crate::dry_run::{Format, Options as DryRunOptions};
 use crate::pipeline::{dead_letter_inputs, Input, InputKind, Pipeline};
 use crate::plugin::{Plugin, PluginError, PluginLimits};
 use crate::report::{Counters, Progress, RunReport};
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Info { plugin },
         } => init_logging(&cli.log_level, None).and_then(|()| plugin_info(plugin)),
+        Command::Run(args) if args.dry_run => dry_run(&cli.log_level, args),
         Command::Run(args) => {
             let inputs = args
                 .files
@@ -128,6 +133,102 @@ fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
     config
         .validate(|name| std::env::var(name).ok())
         .map_err(Failure::usage)
+}
+
+/// Runs `sluice run --dry-run`: the records go to stdout or to
+/// `--dry-run-output`, and the summary to stdout, or to stderr when the
+/// records take stdout as JSON Lines.
+fn dry_run(log_level: &str, args: &RunArgs) -> Result<u8, Failure> {
+    let settings = load_settings(&args.common)?;
+    init_logging(log_level, None)?;
+    for path in &args.files {
+        check_input(path)?;
+    }
+    let mut plugin = load_plugin(&settings.plugin_path, settings.plugin_limits)?;
+    match plugin.configure(settings.plugin_config.clone()) {
+        Ok(()) => {}
+        Err(err @ PluginError::Config { .. }) => return Err(Failure::usage(err)),
+        Err(err) => return Err(Failure::other(err)),
+    }
+
+    let to_stdout = args.dry_run_output.as_deref() == Some(Path::new("-"));
+    let (format, mut out): (_, Box<dyn Write>) = match &args.dry_run_output {
+        None => (Format::Human, Box::new(BufWriter::new(std::io::stdout()))),
+        Some(_) if to_stdout => (
+            Format::JsonLines,
+            Box::new(BufWriter::new(std::io::stdout())),
+        ),
+        Some(path) => {
+            let file = create_dry_run_output(path, &args.files)?;
+            (Format::JsonLines, Box::new(BufWriter::new(file)))
+        }
+    };
+    let options = DryRunOptions {
+        records_per_file: args.dry_run_records,
+        format,
+        force: args.force,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(Failure::other)?;
+    let handle = runtime.handle().clone();
+    let report = crate::dry_run::run(&settings, plugin, &args.files, options, handle, &mut out)
+        .map_err(|err| {
+            let destination = match &args.dry_run_output {
+                Some(path) if !to_stdout => path.display().to_string(),
+                _ => "stdout".to_owned(),
+            };
+            Failure::other(anyhow::anyhow!(
+                "cannot write the dry run's records to {destination}: {err}"
+            ))
+        })?;
+    drop(out);
+
+    let _ = if to_stdout {
+        report.write_summary(&mut std::io::stderr().lock())
+    } else {
+        report.write_summary(&mut std::io::stdout().lock())
+    };
+    if let Some(path) = &args.common.summary_json {
+        write_json_file(path, &report)?;
+    }
+    Ok(report.exit_code())
+}
+
+/// Creates the `--dry-run-output` file, unless it is one of the inputs,
+/// which creating it would truncate.
+fn create_dry_run_output(path: &Path, inputs: &[PathBuf]) -> Result<std::fs::File, Failure> {
+    let canonical = std::fs::canonicalize(path).ok();
+    let is_input = inputs
+        .iter()
+        .any(|input| canonical.is_some() && std::fs::canonicalize(input).ok() == canonical);
+    if is_input {
+        let message = format!(
+            "--dry-run-output {} is also an input file; pass another path",
+            path.display()
+        );
+        return Err(Failure::usage(anyhow::anyhow!(message)));
+    }
+    std::fs::File::create(path).map_err(|err| {
+        let message = format!(
+            "cannot create the dry-run output {}: {err}; pass --dry-run-output with a writable \
+             path",
+            path.display()
+        );
+        Failure::usage(anyhow::anyhow!(message))
+    })
+}
+
+fn write_json_file(path: &Path, value: &impl serde::Serialize) -> Result<(), Failure> {
+    let json = serde_json::to_vec_pretty(value).map_err(Failure::other)?;
+    std::fs::write(path, json).map_err(|err| {
+        Failure::other(anyhow::anyhow!(
+            "cannot write summary {}: {err}",
+            path.display()
+        ))
+    })
 }
 
 fn verify(log_level: &str, common: &CommonArgs, files: &[PathBuf]) -> Result<u8, Failure> {

@@ -10,7 +10,7 @@
 
 mod dispatch;
 mod parsing;
-mod reader;
+pub mod reader;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
