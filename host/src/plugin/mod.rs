@@ -297,7 +297,8 @@ impl Instance {
         let plugin = self.name.clone();
         if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
             let message = format!(
-                "the call ran longer than plugin.call_timeout ({})",
+                "the call ran longer than plugin.call_timeout ({}); raise the limit if the \
+                 plugin is only slow, or report a plugin that hangs to its author",
                 humantime::format_duration(self.limits.call_timeout)
             );
             return PluginError::Limit {
@@ -308,7 +309,8 @@ impl Instance {
         }
         if chain.contains("growing memory") {
             let message = format!(
-                "the plugin needed more memory than plugin.max_memory ({} MiB)",
+                "the plugin needed more memory than plugin.max_memory ({} MiB); raise \
+                 plugin.max_memory_mib if the input needs it",
                 self.limits.max_memory / (1024 * 1024)
             );
             return PluginError::Limit {
