@@ -115,7 +115,8 @@ fn load_plugin(path: &Path, limits: PluginLimits) -> Result<Plugin, Failure> {
     }
     if !path.is_file() {
         let message = format!(
-            "plugin {} not found; build it with scripts/build-plugins or pass --plugin",
+            "plugin {} not found; check the --plugin path, or build the shipped plugins \
+             with scripts/setup",
             path.display()
         );
         return Err(Failure::usage(anyhow::anyhow!(message)));
