@@ -291,14 +291,18 @@ pub fn list_dir(dir: &Path, include_rejected: bool) -> io::Result<Vec<PathBuf>> 
 /// The entries of a sidecar file.
 #[derive(Debug, Default)]
 pub struct Sidecar {
+    /// Whether the sidecar file exists. The sink creates it with its data
+    /// file, before writing any record, so only a data file made by hand
+    /// has none.
+    pub found: bool,
     pub entries: Vec<SidecarEntry>,
     /// A last line that was cut short by a crash and ignored.
     pub torn_tail: bool,
 }
 
-/// Reads a sidecar. A missing file gives no entries. A last line without
-/// its newline, left by a crash mid-write, is ignored and reported through
-/// `torn_tail`.
+/// Reads a sidecar. A missing file gives no entries, with `found` false.
+/// A last line without its newline, left by a crash mid-write, is ignored
+/// and reported through `torn_tail`.
 ///
 /// # Errors
 ///
@@ -310,7 +314,10 @@ pub fn read_sidecar(path: &Path) -> io::Result<Sidecar> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Sidecar::default()),
         Err(err) => return Err(err),
     };
-    let mut sidecar = Sidecar::default();
+    let mut sidecar = Sidecar {
+        found: true,
+        ..Sidecar::default()
+    };
     let mut reader = BufReader::new(file);
     let mut line = String::new();
     let mut number = 0;
@@ -517,9 +524,12 @@ mod tests {
     fn sidecar_lines_wait_for_sync() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = DeadLetterSink::new(dir.path(), "a", "csv", "R1", b"\n");
-        sink.write(b"1,x", &entry(Kind::DeadLetter, 1)).unwrap();
         let sidecar = sidecar_path(&dir.path().join("a.R1.dead.csv"));
-        assert_eq!(read_sidecar(&sidecar).unwrap().entries.len(), 0);
+        assert!(!read_sidecar(&sidecar).unwrap().found);
+        sink.write(b"1,x", &entry(Kind::DeadLetter, 1)).unwrap();
+        let unsynced = read_sidecar(&sidecar).unwrap();
+        assert!(unsynced.found);
+        assert_eq!(unsynced.entries.len(), 0);
         sink.sync().unwrap();
         assert_eq!(read_sidecar(&sidecar).unwrap().entries.len(), 1);
     }

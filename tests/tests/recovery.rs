@@ -488,6 +488,31 @@ async fn orphaned_dead_letter_record_is_not_sent() {
 }
 
 #[tokio::test]
+async fn file_without_sidecar_is_sent_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letters = dir.path().join("dead-letters");
+    std::fs::create_dir(&dead_letters).unwrap();
+    // Written by hand, because sluice creates a sidecar beside every file
+    // it writes.
+    write_file(&dead_letters, "a.20261204T120000000Z-1.dead.csv", AIRPORTS);
+
+    let up = answering(200).await;
+    let again = reprocess(dir.path(), &up.uri()).run().await;
+
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    let mut paths: Vec<String> = up
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/airports/ABQ", "/airports/BOS"]);
+    assert!(dead_letter_files(&dead_letters, "dead").is_empty());
+}
+
+#[tokio::test]
 async fn torn_sidecar_line_is_ignored_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let down = answering(503).await;

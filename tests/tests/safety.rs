@@ -410,9 +410,11 @@ async fn killed_reprocess_of_an_unchanged_dead_letter_file_loses_nothing() {
     // Every record fails again, until a round writes them in the same
     // order, so that the new dead-letter file has the same bytes as the one
     // it replaces.
-    let contents = || dead_letter_files(&dir.path().join("dead-letters"), "dead")[0]
-        .contents
-        .clone();
+    let contents = || {
+        dead_letter_files(&dir.path().join("dead-letters"), "dead")[0]
+            .contents
+            .clone()
+    };
     let mut before = contents();
     for round in 0.. {
         assert!(round < 20, "reprocessing never kept the order");
@@ -439,7 +441,10 @@ async fn killed_reprocess_of_an_unchanged_dead_letter_file_loses_nothing() {
         .spawn();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while hanging.received_requests().await.unwrap().len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "not every record was sent");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every record was sent"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The ledger is written right after the first record's dead letter.
@@ -465,4 +470,56 @@ async fn killed_reprocess_of_an_unchanged_dead_letter_file_loses_nothing() {
         let value = stored.get(&format!("/r/{id}")).map(|r| r["name"].clone());
         assert_eq!(value, Some(name.into()), "record {id} in {stored:?}");
     }
+}
+
+#[tokio::test]
+async fn empty_sidecar_never_sends_a_stale_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = failing_on("old").await;
+    let input = write_file(dir.path(), "a.csv", "id,name\n1,old\n1,new\n");
+    let first = sluice("run", dir.path(), &down.uri())
+        .arg(input.display().to_string())
+        .run()
+        .await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+    let dead_letters = dir.path().join("dead-letters");
+    let files = dead_letter_files(&dead_letters, "dead");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].contents, "id,name\n1,old\n1,new\n");
+
+    // Recreate what a reprocess killed right after it wrote "old" to a new
+    // dead-letter file leaves behind: the record's bytes, a sidecar without
+    // any line yet, and no ledger entry. The new file's name sorts right
+    // after the file being reprocessed, like the names reprocessing writes.
+    let name = files[0].path.file_name().unwrap().to_string_lossy();
+    let (stem_and_run, extension) = name.split_once(".dead.").unwrap();
+    let orphans = dead_letters.join(format!("{stem_and_run}~000000000000.dead.{extension}"));
+    std::fs::write(&orphans, "id,name\n1,old\n").unwrap();
+    let mut sidecar = orphans.clone().into_os_string();
+    sidecar.push(".meta.jsonl");
+    std::fs::write(&sidecar, "").unwrap();
+
+    let db = dir.path().join("t.db");
+    let target = start(TargetConfig::new(&db)).await.unwrap();
+    let again = sluice("reprocess", dir.path(), &target.url())
+        .arg("dead-letters")
+        .run()
+        .await;
+    target.shutdown().await;
+
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    let stored = read_resources(&db).unwrap();
+    assert_eq!(
+        stored["/r/1"]["name"], "new",
+        "a record without a sidecar line overwrote a newer value"
+    );
+    assert!(
+        again.stderr.contains("without a sidecar line"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        dead_letter_files(&dead_letters, "dead").is_empty(),
+        "dead-letter files left"
+    );
 }

@@ -47,8 +47,9 @@ pub enum InputKind {
     Source,
     DeadLetter {
         name: DeadLetterName,
-        /// The sidecar's entries, one per record in file order.
-        entries: Vec<SidecarEntry>,
+        /// The sidecar's entries, one per record in file order, or `None`
+        /// when the file has no sidecar, as for a file made by hand.
+        entries: Option<Vec<SidecarEntry>>,
     },
 }
 
@@ -444,7 +445,7 @@ impl Origins for SourceOrigins {
 
 struct SidecarOrigins {
     fallback: String,
-    entries: Vec<SidecarEntry>,
+    entries: Option<Vec<SidecarEntry>>,
     /// Fingerprint of the dead-letter file, for records without an entry.
     fingerprint: String,
     key_source: KeySource,
@@ -462,7 +463,8 @@ impl Origins for SidecarOrigins {
                 &record.key,
             )
         };
-        match index.and_then(|i| self.entries.get(i)) {
+        let entries = self.entries.as_deref().unwrap_or_default();
+        match index.and_then(|i| entries.get(i)) {
             Some(entry) => Origin {
                 source: entry.source.clone(),
                 record: entry.record,
@@ -479,9 +481,15 @@ impl Origins for SidecarOrigins {
     }
 
     fn orphaned(&self, record_number: u64) -> bool {
-        // A dead-letter file without any sidecar was made by hand; every
-        // record in it counts.
-        !self.entries.is_empty() && record_number > self.entries.len() as u64
+        // A dead-letter file without a sidecar file was made by hand, and
+        // every record in it counts. An existing sidecar, even an empty
+        // one, lists every record that counted as handled. A crash cut off
+        // the records past its last line, and their input's rerun sends
+        // them.
+        match &self.entries {
+            Some(entries) => record_number > entries.len() as u64,
+            None => false,
+        }
     }
 }
 
@@ -536,7 +544,7 @@ pub fn dead_letter_inputs(paths: &[PathBuf], include_rejected: bool) -> anyhow::
             path,
             kind: InputKind::DeadLetter {
                 name,
-                entries: sidecar.entries,
+                entries: sidecar.found.then_some(sidecar.entries),
             },
         });
     }
