@@ -8,6 +8,7 @@
 //! problem at once with the key, the value and what is allowed.
 
 mod env;
+mod file;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -366,13 +367,12 @@ impl Config {
     /// # Errors
     ///
     /// Fails when the file cannot be read or is not valid TOML for this
-    /// configuration; the message names the file and the bad key.
+    /// configuration; the message names the file, the line and the bad key.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|err| {
             anyhow::anyhow!("failed to read config file {}: {err}", path.display())
         })?;
-        toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("invalid config file {}: {err}", path.display()))
+        file::parse(path, &text)
     }
 
     /// Checks every value and builds the runtime settings.
