@@ -1,9 +1,10 @@
-//! Configuration layering and the exit statuses of bad input, through the
-//! real binary.
+//! Configuration layering, `--log-format`, and the exit statuses of bad
+//! input, through the real binary.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use serde_json::Value;
 use sluice_tests::{write_file, Sluice};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -252,4 +253,82 @@ async fn plugin_info_lists_configuration_keys() {
     assert!(stdout.contains("name        csv"), "{stdout}");
     assert!(stdout.contains("path (required)"), "{stdout}");
     assert!(stdout.contains("null"), "{stdout}");
+}
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, calls) = flaky().await;
+
+    let finished = Sluice::new("run", dir.path())
+        .arg("--log-format=json")
+        .arg("--log-level=debug")
+        .arg("--endpoint")
+        .arg(server.uri())
+        .plugin_config("path", "/airports/{iata}")
+        .arg(input(dir.path()))
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let lines: Vec<Value> = finished
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in &lines {
+        assert!(line["timestamp"].is_string(), "{line}");
+        assert!(line["level"].is_string(), "{line}");
+        assert!(line["message"].is_string(), "{line}");
+    }
+    let retries: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "retrying request")
+        .collect();
+    assert_eq!(retries.len(), 2, "{}", finished.stderr);
+    let retry = retries[0];
+    assert_eq!(retry["level"], "DEBUG");
+    assert_eq!(retry["record"], 1);
+    assert_eq!(retry["key"], "ABQ");
+    assert_eq!(retry["attempt"], 1);
+    assert_eq!(retry["spans"][0]["name"], "file");
+    assert!(
+        retry["spans"][0]["file"]
+            .as_str()
+            .is_some_and(|file| file.ends_with("in.csv")),
+        "{retry}"
+    );
+}
+
+#[tokio::test]
+async fn log_format_comes_from_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = flaky().await;
+
+    let finished = Sluice::new("run", dir.path())
+        .env("SLUICE_LOG_FORMAT", "json")
+        .arg("--endpoint")
+        .arg(server.uri())
+        .plugin_config("path", "/airports/{iata}")
+        .arg(input(dir.path()))
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let messages: Vec<Value> = finished
+        .stderr
+        .lines()
+        .map(|line| {
+            let parsed: Value =
+                serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+            parsed["message"].clone()
+        })
+        .collect();
+    assert!(
+        messages.contains(&Value::from("ingesting file")),
+        "{}",
+        finished.stderr
+    );
 }

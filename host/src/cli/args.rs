@@ -17,6 +17,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
     pub log_level: String,
 
+    /// Log line format on stderr: `text`, or `json` for one JSON object
+    /// per line with the same fields.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,6 +45,15 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+/// The format of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
