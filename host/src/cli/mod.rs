@@ -7,22 +7,25 @@
 //! 143 when SIGINT or SIGTERM stopped the run after draining it.
 //! `run --dry-run` exits with 0 when every record maps to a request, 3
 //! when some are malformed or unmappable, and 1 or 2 as a run does.
+//! `config check` exits with 0 when the configuration is valid and 2 when
+//! it is not.
 
 mod args;
+mod config_cmd;
 
 use std::io::{BufWriter, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use indicatif::ProgressBar;
 use tokio::sync::watch;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use self::args::RunArgs;
-pub use self::args::{Cli, Command, CommonArgs, LogFormat, PluginCommand};
+pub use self::args::{Cli, Command, CommonArgs, ConfigCommand, LogFormat, PluginCommand};
 use crate::config::{apply_env_maps, Config, Settings};
 use crate::dry_run::{Format, Options as DryRunOptions};
 use crate::pipeline::{dead_letter_inputs, Input, InputKind, Pipeline};
@@ -64,7 +67,9 @@ struct Logging {
 
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `config show` reads from the matches which options were flags.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let logging = Logging {
         level: cli.log_level.clone(),
         format: cli.log_format,
@@ -73,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Info { plugin },
         } => init_logging(&logging, None).and_then(|()| plugin_info(plugin)),
+        Command::Config { command } => config_cmd::run(&logging, command, &matches),
         Command::Run(args) if args.dry_run => dry_run(&logging, args),
         Command::Run(args) => {
             let inputs = args
@@ -134,14 +140,20 @@ fn load_plugin(path: &Path, limits: PluginLimits) -> Result<Plugin, Failure> {
     Plugin::load(path, limits).map_err(Failure::other)
 }
 
-fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
+/// Builds the configuration from the defaults, the `--config` file, the
+/// `SLUICE_*` variables and the flags, in that order.
+fn load_config(common: &CommonArgs) -> Result<Config, Failure> {
     let mut config = match &common.config {
         Some(path) => Config::from_file(path).map_err(Failure::usage)?,
         None => Config::default(),
     };
     apply_env_maps(&mut config, std::env::vars());
     common.apply(&mut config);
-    config
+    Ok(config)
+}
+
+fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
+    load_config(common)?
         .validate(|name| std::env::var(name).ok())
         .map_err(Failure::usage)
 }

@@ -9,6 +9,7 @@
 
 mod env;
 mod file;
+pub mod provenance;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,7 +25,7 @@ use crate::delivery::backoff::BackoffPolicy;
 use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::RetryPolicy;
 
-pub use env::{apply_env_maps, expand_env};
+pub use env::{apply_env_maps, env_map_key, expand_env};
 
 /// Default number of requests in flight.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -630,4 +631,4 @@ pub fn mask_url(raw: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
