@@ -17,6 +17,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
     pub log_level: String,
 
+    /// Log line format on stderr: `text`, or `json` for one JSON object
+    /// per line with the same fields.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,6 +45,67 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Check or print the configuration that `run` would use.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// The format of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration from the file, environment and flags,
+    /// and list every problem.
+    ///
+    /// Builds the configuration as `run` does and reports each invalid
+    /// value with its key, where it came from and what is allowed. Then
+    /// loads the plugin and hands it plugin.config, so that settings the
+    /// plugin rejects are reported too. Exits with 0 when the
+    /// configuration is valid and 2 otherwise.
+    Check(ConfigCheckArgs),
+    /// Print the effective configuration, and where each value came from.
+    ///
+    /// Prints every key, defaults included, with its source: default,
+    /// file, env (with the variable's name) or flag. Header values and a
+    /// password in the endpoint URL are masked as ***.
+    Show(ConfigShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Check the configuration without loading the plugin.
+    #[arg(long)]
+    pub no_plugin_check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Output format: `toml`, with each source as a comment, or `json`,
+    /// an object of {"value", "source"} by key.
+    #[arg(long, value_name = "FORMAT", default_value = "toml")]
+    pub format: ShowFormat,
+}
+
+/// The output format of `config show`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    Toml,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,7 +187,42 @@ pub struct ReprocessArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// Options shared by `run` and `reprocess`.
+/// The configuration key that each option of [`CommonArgs`] sets, by
+/// argument id (the field's name). `--config` and `--summary-json` set no
+/// key, and the two map options set one entry of their table each.
+pub const OPTION_KEYS: &[(&str, &str)] = &[
+    ("plugin", "plugin.path"),
+    ("plugin_max_memory_mib", "plugin.max_memory_mib"),
+    ("plugin_call_timeout", "plugin.call_timeout"),
+    ("plugin_max_record_bytes", "plugin.max_record_bytes"),
+    (
+        "plugin_max_consecutive_traps",
+        "plugin.max_consecutive_traps",
+    ),
+    ("plugin_config", "plugin.config"),
+    ("endpoint", "endpoint"),
+    ("dead_letter_dir", "dead_letter_dir"),
+    ("state_dir", "state_dir"),
+    ("no_idempotency", "idempotency.enabled"),
+    ("idempotency_header", "idempotency.header"),
+    ("idempotency_key", "idempotency.key"),
+    ("headers", "http.headers"),
+    ("concurrency", "http.concurrency"),
+    ("timeout", "http.timeout"),
+    ("connect_timeout", "http.connect_timeout"),
+    ("max_retries", "retry.max_retries"),
+    ("initial_backoff", "retry.initial_backoff"),
+    ("backoff_multiplier", "retry.multiplier"),
+    ("max_backoff", "retry.max_backoff"),
+    ("max_retry_after", "retry.max_retry_after"),
+    ("jitter_seed", "retry.jitter_seed"),
+    ("failure_threshold", "breaker.failure_threshold"),
+    ("open_duration", "breaker.open_duration"),
+    ("chunk_size", "input.chunk_size"),
+    ("progress", "progress"),
+];
+
+/// Options shared by `run`, `reprocess`, `verify` and `config`.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// TOML configuration file.
@@ -377,6 +484,66 @@ mod tests {
         assert!(args.dry_run);
         assert_eq!(args.dry_run_records, 10);
         assert_eq!(args.dry_run_output, None);
+    }
+
+    #[test]
+    fn option_keys_name_every_common_option() {
+        let command = CommonArgs::augment_args(clap::Command::new("sluice"));
+        let keys: std::collections::BTreeMap<&str, &str> = OPTION_KEYS.iter().copied().collect();
+        let mut seen = Vec::new();
+
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || id == "summary_json" {
+                continue;
+            }
+            let key = keys
+                .get(id)
+                .unwrap_or_else(|| panic!("{id} is not in OPTION_KEYS"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(help.contains(&format!("Key: {key}")), "{id}: {help}");
+            seen.push(id);
+        }
+
+        seen.sort_unstable();
+        let mut listed: Vec<&str> = keys.into_keys().collect();
+        listed.sort_unstable();
+        assert_eq!(seen, listed);
+    }
+
+    #[test]
+    fn reference_names_each_keys_flag_and_variable() {
+        let command = CommonArgs::augment_args(clap::Command::new("sluice"));
+        for row in crate::config::tests::documented_rows() {
+            let (key, flag, variable) = (&row[0], &row[4], &row[5]);
+            let id = OPTION_KEYS
+                .iter()
+                .find(|(_, option_key)| option_key == key)
+                .map(|(id, _)| *id)
+                .unwrap_or_else(|| panic!("{key} has no option in OPTION_KEYS"));
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .unwrap();
+
+            let long = arg.get_long().unwrap();
+            assert_eq!(*flag, format!("`--{long}`"), "flag of {key}");
+            match arg.get_env() {
+                Some(env) => {
+                    let env = env.to_string_lossy();
+                    assert_eq!(*variable, format!("`{env}`"), "variable of {key}");
+                }
+                None if crate::config::provenance::MAP_KEYS.contains(&key.as_str()) => {
+                    let example = variable
+                        .trim_matches('`')
+                        .replace("<KEY>", "X")
+                        .replace("<NAME>", "X");
+                    let set = crate::config::env_map_key(&example);
+                    assert_eq!(set, Some(format!("{key}.x")), "variable of {key}");
+                }
+                None => assert_eq!(variable, "none", "variable of {key}"),
+            }
+        }
     }
 
     #[test]

@@ -7,22 +7,25 @@
 //! 143 when SIGINT or SIGTERM stopped the run after draining it.
 //! `run --dry-run` exits with 0 when every record maps to a request, 3
 //! when some are malformed or unmappable, and 1 or 2 as a run does.
+//! `config check` exits with 0 when the configuration is valid and 2 when
+//! it is not.
 
 mod args;
+mod config_cmd;
 
 use std::io::{BufWriter, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use indicatif::ProgressBar;
 use tokio::sync::watch;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use self::args::RunArgs;
-pub use self::args::{Cli, Command, CommonArgs, PluginCommand};
+pub use self::args::{Cli, Command, CommonArgs, ConfigCommand, LogFormat, PluginCommand};
 use crate::config::{apply_env_maps, Config, Settings};
 use crate::dry_run::{Format, Options as DryRunOptions};
 use crate::pipeline::{dead_letter_inputs, Input, InputKind, Pipeline};
@@ -56,14 +59,27 @@ impl Failure {
     }
 }
 
+/// The logging options: the `--log-level` filter and the `--log-format`.
+struct Logging {
+    level: String,
+    format: LogFormat,
+}
+
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `config show` reads from the matches which options were flags.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let logging = Logging {
+        level: cli.log_level.clone(),
+        format: cli.log_format,
+    };
     let result = match &cli.command {
         Command::Plugin {
             command: PluginCommand::Info { plugin },
-        } => init_logging(&cli.log_level, None).and_then(|()| plugin_info(plugin)),
-        Command::Run(args) if args.dry_run => dry_run(&cli.log_level, args),
+        } => init_logging(&logging, None).and_then(|()| plugin_info(plugin)),
+        Command::Config { command } => config_cmd::run(&logging, command, &matches),
+        Command::Run(args) if args.dry_run => dry_run(&logging, args),
         Command::Run(args) => {
             let inputs = args
                 .files
@@ -73,13 +89,13 @@ pub fn main() -> ExitCode {
                     kind: InputKind::Source,
                 })
                 .collect();
-            ingest(&cli.log_level, &args.common, || Ok(inputs), args.force)
+            ingest(&logging, &args.common, || Ok(inputs), args.force)
         }
         Command::Reprocess(args) => {
             let inputs = || dead_letter_inputs(&args.paths, args.include_rejected);
-            ingest(&cli.log_level, &args.common, inputs, false)
+            ingest(&logging, &args.common, inputs, false)
         }
-        Command::Verify(args) => verify(&cli.log_level, &args.common, &args.files),
+        Command::Verify(args) => verify(&logging, &args.common, &args.files),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -124,14 +140,20 @@ fn load_plugin(path: &Path, limits: PluginLimits) -> Result<Plugin, Failure> {
     Plugin::load(path, limits).map_err(Failure::other)
 }
 
-fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
+/// Builds the configuration from the defaults, the `--config` file, the
+/// `SLUICE_*` variables and the flags, in that order.
+fn load_config(common: &CommonArgs) -> Result<Config, Failure> {
     let mut config = match &common.config {
         Some(path) => Config::from_file(path).map_err(Failure::usage)?,
         None => Config::default(),
     };
     apply_env_maps(&mut config, std::env::vars());
     common.apply(&mut config);
-    config
+    Ok(config)
+}
+
+fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
+    load_config(common)?
         .validate(|name| std::env::var(name).ok())
         .map_err(Failure::usage)
 }
@@ -139,9 +161,9 @@ fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
 /// Runs `sluice run --dry-run`: the records go to stdout or to
 /// `--dry-run-output`, and the summary to stdout, or to stderr when the
 /// records take stdout as JSON Lines.
-fn dry_run(log_level: &str, args: &RunArgs) -> Result<u8, Failure> {
+fn dry_run(logging: &Logging, args: &RunArgs) -> Result<u8, Failure> {
     let settings = load_settings(&args.common)?;
-    init_logging(log_level, None)?;
+    init_logging(logging, None)?;
     for path in &args.files {
         check_input(path)?;
     }
@@ -232,9 +254,9 @@ fn write_json_file(path: &Path, value: &impl serde::Serialize) -> Result<(), Fai
     })
 }
 
-fn verify(log_level: &str, common: &CommonArgs, files: &[PathBuf]) -> Result<u8, Failure> {
+fn verify(logging: &Logging, common: &CommonArgs, files: &[PathBuf]) -> Result<u8, Failure> {
     let settings = load_settings(common)?;
-    init_logging(log_level, None)?;
+    init_logging(logging, None)?;
     for path in files {
         check_input(path)?;
     }
@@ -306,14 +328,14 @@ fn prepare_directories(settings: &Settings) -> Result<Vec<std::fs::File>, Failur
 }
 
 fn ingest(
-    log_level: &str,
+    logging: &Logging,
     common: &CommonArgs,
     inputs: impl FnOnce() -> anyhow::Result<Vec<Input>>,
     force: bool,
 ) -> Result<u8, Failure> {
     let settings = load_settings(common)?;
     let progress = Progress::new(settings.progress, 0);
-    init_logging(log_level, progress.bar())?;
+    init_logging(logging, progress.bar())?;
     let _locks = prepare_directories(&settings)?;
     // Collected after logging starts, so that warnings about torn
     // sidecars reach the log.
@@ -413,7 +435,8 @@ fn check_input(path: &Path) -> Result<(), Failure> {
     Err(Failure::usage(anyhow::anyhow!(message)))
 }
 
-fn init_logging(level: &str, bar: Option<ProgressBar>) -> Result<(), Failure> {
+fn init_logging(logging: &Logging, bar: Option<ProgressBar>) -> Result<(), Failure> {
+    let level = &logging.level;
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) => EnvFilter::try_new(&value).map_err(|err| (format!("RUST_LOG={value}"), err)),
         Err(_) => EnvFilter::try_new(level).map_err(|err| (format!("--log-level {level}"), err)),
@@ -422,12 +445,28 @@ fn init_logging(level: &str, bar: Option<ProgressBar>) -> Result<(), Failure> {
         let message = format!("invalid log filter {what}: {err}; use a level such as info");
         Failure::usage(anyhow::anyhow!(message))
     })?;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(LogWriter { bar })
-        .try_init();
+        .with_writer(LogWriter { bar });
+    let _ = match logging.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // The event's fields sit at the top level beside `timestamp`,
+        // `level` and `message`, and `spans` lists the spans that the text
+        // format prints before the message, such as the input file.
+        // NOTE: events that libraries send through the `log` crate also
+        // carry `log.target`, `log.module_path`, `log.file` and `log.line`,
+        // which the text format leaves out. tracing-subscriber 0.3.23 has
+        // no option to drop them from flattened JSON events.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
     Ok(())
 }
 

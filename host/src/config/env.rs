@@ -15,19 +15,46 @@ use super::Config;
 const PLUGIN_CONFIG_PREFIX: &str = "SLUICE_PLUGIN_CONFIG_";
 const HEADER_PREFIX: &str = "SLUICE_HTTP_HEADER_";
 
+/// An entry of a map-valued key, named by a `SLUICE_*` variable.
+enum MapEntry {
+    PluginConfig(String),
+    Header(String),
+}
+
+fn map_entry(variable: &str) -> Option<MapEntry> {
+    if let Some(key) = variable.strip_prefix(PLUGIN_CONFIG_PREFIX) {
+        let key = key.to_ascii_lowercase();
+        (!key.is_empty()).then_some(MapEntry::PluginConfig(key))
+    } else if let Some(header) = variable.strip_prefix(HEADER_PREFIX) {
+        let header = header.to_ascii_lowercase().replace('_', "-");
+        (!header.is_empty()).then_some(MapEntry::Header(header))
+    } else {
+        None
+    }
+}
+
 /// Applies map-valued `SLUICE_*` variables from `vars` to `config`.
 pub fn apply_env_maps(config: &mut Config, vars: impl IntoIterator<Item = (String, String)>) {
     for (name, value) in vars {
-        if let Some(key) = name.strip_prefix(PLUGIN_CONFIG_PREFIX) {
-            if !key.is_empty() {
-                config.plugin.config.insert(key.to_ascii_lowercase(), value);
+        match map_entry(&name) {
+            Some(MapEntry::PluginConfig(key)) => {
+                config.plugin.config.insert(key, value);
             }
-        } else if let Some(header) = name.strip_prefix(HEADER_PREFIX) {
-            if !header.is_empty() {
-                let header = header.to_ascii_lowercase().replace('_', "-");
+            Some(MapEntry::Header(header)) => {
                 config.http.headers.insert(header, value);
             }
+            None => {}
         }
+    }
+}
+
+/// Returns the flattened key, such as `plugin.config.null` for
+/// `SLUICE_PLUGIN_CONFIG_NULL`, that a map-valued variable sets, or `None`
+/// for any other variable.
+pub fn env_map_key(variable: &str) -> Option<String> {
+    match map_entry(variable)? {
+        MapEntry::PluginConfig(key) => Some(format!("plugin.config.{key}")),
+        MapEntry::Header(header) => Some(format!("http.headers.{header}")),
     }
 }
 
@@ -115,5 +142,19 @@ mod tests {
         );
         assert_eq!(config.plugin.config.len(), 1);
         assert_eq!(config.http.headers.len(), 1);
+    }
+
+    #[test]
+    fn names_the_key_a_variable_sets() {
+        assert_eq!(
+            env_map_key("SLUICE_PLUGIN_CONFIG_NULL").as_deref(),
+            Some("plugin.config.null")
+        );
+        assert_eq!(
+            env_map_key("SLUICE_HTTP_HEADER_X_API_KEY").as_deref(),
+            Some("http.headers.x-api-key")
+        );
+        assert_eq!(env_map_key("SLUICE_HTTP_HEADER_"), None);
+        assert_eq!(env_map_key("SLUICE_ENDPOINT"), None);
     }
 }

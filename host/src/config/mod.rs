@@ -8,6 +8,8 @@
 //! problem at once with the key, the value and what is allowed.
 
 mod env;
+mod file;
+pub mod provenance;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,7 +25,7 @@ use crate::delivery::backoff::BackoffPolicy;
 use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::RetryPolicy;
 
-pub use env::{apply_env_maps, expand_env};
+pub use env::{apply_env_maps, env_map_key, expand_env};
 
 /// Default number of requests in flight.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -366,13 +368,12 @@ impl Config {
     /// # Errors
     ///
     /// Fails when the file cannot be read or is not valid TOML for this
-    /// configuration; the message names the file and the bad key.
+    /// configuration; the message names the file, the line and the bad key.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|err| {
             anyhow::anyhow!("failed to read config file {}: {err}", path.display())
         })?;
-        toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("invalid config file {}: {err}", path.display()))
+        file::parse(path, &text)
     }
 
     /// Checks every value and builds the runtime settings.
@@ -630,4 +631,4 @@ pub fn mask_url(raw: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,4 +1,32 @@
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
 use super::*;
+
+/// The reference of every key, which the tests below keep in sync.
+const REFERENCE: &str = include_str!("../../../docs/configuration.md");
+
+/// Returns the cells of each row of the "Keys" table in
+/// `docs/configuration.md`, with the backticks around the key removed.
+pub(crate) fn documented_rows() -> Vec<Vec<String>> {
+    let section = REFERENCE
+        .split("\n## ")
+        .find(|section| section.starts_with("Keys\n"))
+        .expect("docs/configuration.md has a \"## Keys\" section");
+    let mut rows: Vec<Vec<String>> = section
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            let cells = line.trim().trim_matches('|').split('|');
+            cells.map(|cell| cell.trim().to_owned()).collect()
+        })
+        .collect();
+    for row in &mut rows {
+        row[0] = row[0].trim_matches('`').to_owned();
+    }
+    rows
+}
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -188,4 +216,52 @@ fn plugin_limits_are_checked() {
             "plugin.max_consecutive_traps"
         ]
     );
+}
+
+#[test]
+fn reference_documents_every_key_and_no_other() {
+    let rows = documented_rows();
+    let documented: BTreeSet<String> = rows.iter().map(|row| row[0].clone()).collect();
+    let keys: BTreeSet<String> = provenance::flatten(&Config::default())
+        .into_keys()
+        .collect();
+
+    let undocumented: Vec<&String> = keys.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys missing from the table in docs/configuration.md: {undocumented:?}"
+    );
+    let unknown: Vec<&String> = documented.difference(&keys).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/configuration.md lists keys that the configuration lacks: {unknown:?}"
+    );
+    assert_eq!(rows.len(), documented.len(), "a key is listed twice");
+    for row in &rows {
+        assert_eq!(row.len(), 7, "{} needs seven cells: {row:?}", row[0]);
+    }
+}
+
+#[test]
+fn reference_defaults_match_the_code() {
+    let defaults = provenance::flatten(&Config::default());
+    for row in documented_rows() {
+        let (key, cell) = (&row[0], &row[2]);
+        let documented = cell.trim_matches('`');
+        match &defaults[key] {
+            // Unset keys and empty tables are described in words.
+            Value::Null | Value::Object(_) => {}
+            Value::String(text) => {
+                let durations = (
+                    humantime::parse_duration(text),
+                    humantime::parse_duration(documented),
+                );
+                match durations {
+                    (Ok(code), Ok(doc)) => assert_eq!(code, doc, "default of {key}"),
+                    _ => assert_eq!(documented, text, "default of {key}"),
+                }
+            }
+            value => assert_eq!(documented, value.to_string(), "default of {key}"),
+        }
+    }
 }
