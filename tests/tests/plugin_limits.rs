@@ -89,7 +89,7 @@ async fn runaway_allocation_hits_the_memory_limit() {
 
     assert_eq!(finished.code, Some(1), "{}", finished.stderr);
     let error = file_error(&finished);
-    assert!(error.contains("plugin.max_memory (32 MiB)"), "{error}");
+    assert!(error.contains("plugin.max_memory_mib (32 MiB)"), "{error}");
 }
 
 /// Returns the paths of the PUT requests the server received.
@@ -220,7 +220,7 @@ async fn repeated_traps_stop_only_the_file() {
 
     assert_eq!(finished.code, Some(1), "{}", finished.stderr);
     let error = file_error(&finished);
-    assert!(error.contains("3 traps in a row"), "{error}");
+    assert!(error.contains("trapped 3 times in a row"), "{error}");
     assert!(error.contains("plugin.max_consecutive_traps"), "{error}");
     // The records before the limit are rejected, not lost, and the rest
     // of the file stays for a rerun: the ledger keeps it incomplete.
@@ -230,6 +230,28 @@ async fn repeated_traps_stop_only_the_file() {
     assert_eq!(finished.summary["files"][0]["completed"], false);
     assert!(put_paths(&server).await.is_empty());
     assert_eq!(finished.summary["files"][1]["rejected"], 1);
+}
+
+#[tokio::test]
+async fn single_allowed_trap_keeps_earlier_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = accepting().await;
+    let (input, _) = lines(dir.path());
+
+    let finished = hostile(dir.path(), &server, "panic")
+        .arg("--plugin-max-consecutive-traps=1")
+        .arg("--chunk-size=4096")
+        .arg(&input)
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(1), "{}", finished.stderr);
+    let error = file_error(&finished);
+    assert!(error.contains("one trap stops the file"), "{error}");
+    assert!(error.contains("after record 2000"), "{error}");
+    // Every record before the trap is delivered, in the trapped batch too.
+    assert_eq!(finished.total("delivered"), 2000, "{}", finished.stdout);
+    assert_eq!(put_paths(&server).await.len(), 2000);
 }
 
 #[tokio::test]

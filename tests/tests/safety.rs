@@ -523,3 +523,33 @@ async fn empty_sidecar_never_sends_a_stale_value() {
         "dead-letter files left"
     );
 }
+
+#[tokio::test]
+async fn pipe_as_input_is_rejected_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = failing_on("never").await;
+    let fifo = dir.path().join("rows.csv");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+
+    // Nothing ever writes to the pipe: a run that opened it would hang.
+    let finished = tokio::time::timeout(
+        Duration::from_secs(30),
+        sluice("run", dir.path(), &server.uri())
+            .arg(fifo.display().to_string())
+            .run(),
+    )
+    .await
+    .expect("sluice returns without reading the pipe");
+
+    assert_eq!(finished.code, Some(2), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("is not a regular file"),
+        "{}",
+        finished.stderr
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

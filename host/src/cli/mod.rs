@@ -428,6 +428,11 @@ fn check_input(path: &Path) -> Result<(), Failure> {
         "is a directory; pass the files in it"
     } else if !path.exists() {
         "not found"
+    } else if !path.is_file() {
+        // A pipe or device can be read only once, but sluice reads a file
+        // twice: for its fingerprint, then for its records.
+        "is not a regular file, such as a pipe; sluice fingerprints each file and \
+         reads it again to resume, so save the data to a file first"
     } else {
         return Ok(());
     };

@@ -224,7 +224,7 @@ impl<'a> Dispatcher<'a> {
             Message::Stopped { position, message } => {
                 let at = position
                     .map(|p| format!(" (after record {}, line {})", p.record_number, p.line))
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| " (before the first record)".to_owned());
                 self.report.error = Some(format!("{message}{at}"));
                 return Ok(false);
             }

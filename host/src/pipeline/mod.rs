@@ -272,7 +272,12 @@ impl Pipeline {
             shutdown: self.shutdown.clone(),
         };
         let path = input.path.clone();
-        let reader = tokio::task::spawn_blocking(move || reader::read_file(&path, &context, tx));
+        let reader_span = span.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            // Plugin logs, such as its stderr and its traps, name the file.
+            let _entered = reader_span.enter();
+            reader::read_file(&path, &context, tx)
+        });
 
         let mut held = older_pending_keys(input, inputs, &input_name, &fingerprint, pending);
         let from_earlier_runs = held.len();

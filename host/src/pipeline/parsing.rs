@@ -249,11 +249,15 @@ impl Parsing {
         self.traps_in_a_row += 1;
         let max = self.plugin.limits().max_consecutive_traps;
         if self.traps_in_a_row >= max {
-            let reason = format!(
-                "{} traps in a row with no record handled between them \
-                 (plugin.max_consecutive_traps is {max})",
-                self.traps_in_a_row
-            );
+            let reason = if max == 1 {
+                "plugin.max_consecutive_traps is 1, so one trap stops the file".to_owned()
+            } else {
+                format!(
+                    "the plugin trapped {} times in a row with no record handled between \
+                     (plugin.max_consecutive_traps is {max})",
+                    self.traps_in_a_row
+                )
+            };
             return Err(Stop::Recovery { error, reason });
         }
         tracing::warn!(error = %error_chain(&error), "plugin trapped; restarting it");
@@ -287,12 +291,12 @@ impl Parsing {
     }
 
     fn recover_map(&mut self, records: &[Record], error: PluginError) -> Result<Mapped, Stop> {
-        let error = self.count_trap(error)?;
+        // The batch's trap counts once it is pinned on a record, so that
+        // the records before that one are mapped even when one trap is
+        // all that plugin.max_consecutive_traps allows.
+        tracing::warn!(error = %error_chain(&error), "plugin trapped; restarting it");
         let mut mapper = self.fresh_parser(&error, false)?;
         let mut mapped = Vec::with_capacity(records.len());
-        // The first record that traps on its own is the one the batch
-        // trapped on, which is counted already.
-        let mut batch_trap_found = false;
         for record in records {
             match mapper.map(std::slice::from_ref(record)) {
                 Ok(mut one) => {
@@ -301,20 +305,14 @@ impl Parsing {
                 }
                 Err(trap @ PluginError::Trap { .. }) => {
                     let message = error_chain(&trap);
-                    let trap = if batch_trap_found {
-                        match self.count_trap(trap) {
-                            Ok(trap) => trap,
-                            Err(stop) => {
-                                return Ok(Mapped {
-                                    results: mapped,
-                                    stop: Some(stop),
-                                })
-                            }
+                    let trap = match self.count_trap(trap) {
+                        Ok(trap) => trap,
+                        Err(stop) => {
+                            return Ok(Mapped {
+                                results: mapped,
+                                stop: Some(stop),
+                            })
                         }
-                    } else {
-                        batch_trap_found = true;
-                        self.traps_in_a_row = self.traps_in_a_row.max(1);
-                        trap
                     };
                     mapped.push(Err(message));
                     mapper = self.fresh_parser(&trap, false)?;

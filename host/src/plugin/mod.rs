@@ -145,7 +145,13 @@ impl Plugin {
             .with_context(|| format!("failed to read plugin {}", path.display()))?;
         let component = Component::new(&engine, &bytes)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} is not a WebAssembly component; build plugins for the wasm32-wasip2 \
+                     target, which produces components",
+                    path.display()
+                )
+            })?;
         let compiled = started.elapsed();
         check_interface_version(&engine, &component, path)?;
 
@@ -253,10 +259,9 @@ impl Plugin {
         let bindings = self
             .pre
             .instantiate(&mut store)
-            .map_err(|err| PluginError::Trap {
-                plugin: self.info.name.clone(),
-                call: "instantiate",
-                source: anyhow::Error::from(err).into(),
+            .map_err(|err| {
+                let err = anyhow::Error::from(err);
+                call_failure(&self.info.name, &self.limits, &stderr, "instantiate", err)
             })?;
         tracing::debug!(
             plugin = %self.info.name,
@@ -292,47 +297,7 @@ impl Instance {
     }
 
     fn trap(&self, call: &'static str, err: impl Into<anyhow::Error>) -> PluginError {
-        let err: anyhow::Error = err.into();
-        let chain = format!("{err:#}");
-        let plugin = self.name.clone();
-        if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            let message = format!(
-                "the call ran longer than plugin.call_timeout ({}); raise the limit if the \
-                 plugin is only slow, or report a plugin that hangs to its author",
-                humantime::format_duration(self.limits.call_timeout)
-            );
-            return PluginError::Limit {
-                plugin,
-                call,
-                source: message.into(),
-            };
-        }
-        if chain.contains("growing memory") {
-            let message = format!(
-                "the plugin needed more memory than plugin.max_memory ({} MiB); raise \
-                 plugin.max_memory_mib if the input needs it",
-                self.limits.max_memory / (1024 * 1024)
-            );
-            return PluginError::Limit {
-                plugin,
-                call,
-                source: message.into(),
-            };
-        }
-        // A trap's own message is only "unreachable executed" and a
-        // backtrace. The panic message that a guest writes to stderr
-        // before it aborts describes the failure.
-        let cause = err.root_cause().to_string();
-        let cause = first_line(&cause);
-        let source: Box<dyn std::error::Error + Send + Sync> = match self.stderr.call_output() {
-            Some(output) => format!("{output} ({cause})").into(),
-            None => cause.to_owned().into(),
-        };
-        PluginError::Trap {
-            plugin,
-            call,
-            source,
-        }
+        call_failure(&self.name, &self.limits, &self.stderr, call, err.into())
     }
 
     fn info(&mut self) -> Result<PluginInfo, PluginError> {
@@ -617,6 +582,58 @@ fn new_engine(deadline: bool) -> anyhow::Result<Engine> {
         })
         .context("failed to start the plugin deadline thread")?;
     Ok(engine)
+}
+
+/// Turns a failed call into a [`PluginError`]: a [`PluginError::Limit`]
+/// for a call past its deadline or memory limit, a [`PluginError::Trap`]
+/// with what the plugin wrote to stderr during the call otherwise.
+fn call_failure(
+    plugin: &str,
+    limits: &PluginLimits,
+    stderr: &stderr::PluginStderr,
+    call: &'static str,
+    err: anyhow::Error,
+) -> PluginError {
+    let plugin = plugin.to_owned();
+    let chain = format!("{err:#}");
+    if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        let message = format!(
+            "the call ran longer than plugin.call_timeout ({}); raise the limit if the \
+             plugin is only slow, or report a plugin that hangs to its author",
+            humantime::format_duration(limits.call_timeout)
+        );
+        return PluginError::Limit {
+            plugin,
+            call,
+            source: message.into(),
+        };
+    }
+    if chain.contains("growing memory") {
+        let message = format!(
+            "the plugin needed more memory than plugin.max_memory_mib ({} MiB); raise \
+             the limit if the input needs it",
+            limits.max_memory / (1024 * 1024)
+        );
+        return PluginError::Limit {
+            plugin,
+            call,
+            source: message.into(),
+        };
+    }
+    // A trap's own message is only "unreachable executed" and a
+    // backtrace. The panic message that a guest writes to stderr before
+    // it aborts describes the failure.
+    let cause = err.root_cause().to_string();
+    let cause = first_line(&cause);
+    let source: Box<dyn std::error::Error + Send + Sync> = match stderr.call_output() {
+        Some(output) => format!("{output} ({cause})").into(),
+        None => cause.to_owned().into(),
+    };
+    PluginError::Trap {
+        plugin,
+        call,
+        source,
+    }
 }
 
 /// Returns the first line of an error message.
