@@ -18,7 +18,10 @@ fn version_names_the_package_version() {
     let output = sluice(&["--version"]);
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(stdout.trim(), format!("sluice {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout.trim(),
+        format!("sluice {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

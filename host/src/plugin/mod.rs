@@ -256,13 +256,10 @@ impl Plugin {
         let ticks = self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis();
         let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX).max(1);
         store.set_epoch_deadline(deadline_ticks);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|err| {
-                let err = anyhow::Error::from(err);
-                call_failure(&self.info.name, &self.limits, &stderr, "instantiate", err)
-            })?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|err| {
+            let err = anyhow::Error::from(err);
+            call_failure(&self.info.name, &self.limits, &stderr, "instantiate", err)
+        })?;
         tracing::debug!(
             plugin = %self.info.name,
             micros = started.elapsed().as_micros() as u64,
