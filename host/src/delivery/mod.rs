@@ -490,11 +490,8 @@ pub fn prepare(
     }
     // URL parsing resolves `.` and `..` segments, also percent-encoded, so
     // such a path would address another resource than the record's.
-    let segments = path.split(['?', '#']).next().unwrap_or_default().split('/');
-    let dot_segment = segments
-        .map(|segment| segment.to_ascii_lowercase().replace("%2e", "."))
-        .any(|segment| segment == "." || segment == "..");
-    if dot_segment {
+    let mut segments = path.split(['?', '#']).next().unwrap_or_default().split('/');
+    if segments.any(is_dot_segment) {
         return Err(format!(
             "request path {path:?} contains a \".\" or \"..\" segment, which would address \
              another resource"
@@ -521,6 +518,22 @@ pub fn prepare(
         headers,
         body: Bytes::from(body),
     })
+}
+
+/// Returns whether a path segment is `.` or `..`, with any dot written
+/// as `%2e` or `%2E`. Runs once per request, so it allocates nothing.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]

@@ -344,13 +344,23 @@ fn prepare_rejects_dot_segments() {
         "/r/%2e%2E/x",
         "/r/.%2e",
         "/r/%2E?x=1",
+        "/r/%2e",
     ] {
         assert!(
             prepare(&endpoint, "PUT", path, [], &[], Vec::new()).is_err(),
             "{path}"
         );
     }
-    for path in ["/r/a..b", "/r/.x", "/r/x?up=..", "/r/..."] {
+    for path in [
+        "/r/a..b",
+        "/r/.x",
+        "/r/x?up=..",
+        "/r/...",
+        "/r/%2e%2e%2e",
+        "/r/%2",
+        "/r/%2f",
+        "/r//x",
+    ] {
         assert!(
             prepare(&endpoint, "PUT", path, [], &[], Vec::new()).is_ok(),
             "{path}"
