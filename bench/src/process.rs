@@ -177,21 +177,22 @@ mod tests {
         std::hint::black_box(&ballast);
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new("sh");
-        command.args(["-c", "sleep 0.1"]);
+        // Long enough for the poller to read the child's status even on a
+        // busy machine.
+        command.args(["-c", "sleep 1"]);
         let finished = run(&mut command, dir.path()).unwrap();
         assert!(finished.max_rss > 0);
         assert!(finished.max_rss < 64 * 1024 * 1024, "{}", finished.max_rss);
     }
 
     #[test]
-    fn reports_exit_code_output_and_rss() {
+    fn reports_exit_code_and_output() {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new("sh");
-        command.args(["-c", "echo out; echo err >&2; sleep 0.1; exit 7"]);
+        command.args(["-c", "echo out; echo err >&2; exit 7"]);
         let finished = run(&mut command, dir.path()).unwrap();
         assert_eq!(finished.code, 7);
         assert_eq!(finished.stdout, "out\n");
         assert_eq!(finished.stderr, "err\n");
-        assert!(finished.max_rss > 0);
     }
 }
