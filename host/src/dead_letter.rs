@@ -404,17 +404,17 @@ impl PendingRecord {
         match &self.entry.input_file {
             Some(name) => name == input,
             // An entry from before input names were recorded. A file's own
-            // entries say where its records came from, so they never
+            // entries describe where its records came from, so they never
             // describe the output of reading that file.
             None => self.file.file_name().and_then(|name| name.to_str()) != Some(input),
         }
     }
 }
 
-/// Names an input file for sidecar entries: a dead-letter file by its
-/// file name, which holds a unique run id and stays valid when the
-/// directory moves, and a source file by its absolute path, as the ledger
-/// does.
+/// Names an input file for sidecar entries. A dead-letter file is named
+/// by its file name, which contains a unique run id and stays valid when
+/// the directory moves. A source file is named by its absolute path, as
+/// in the ledger.
 pub fn input_name(path: &Path, dead_letter: bool) -> String {
     if dead_letter {
         if let Some(name) = path.file_name() {
@@ -561,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_without_an_input_name_never_match_their_own_file() {
+    fn unnamed_entries_skip_their_own_file() {
         let mut legacy = entry(Kind::DeadLetter, 1);
         legacy.input_file = None;
         let record = |file: &str| PendingRecord {

@@ -73,6 +73,27 @@ pub fn template_plugin() -> PathBuf {
     )
 }
 
+/// Runs `sluice plugin info` on `plugin` and returns its output lines.
+///
+/// # Panics
+///
+/// Panics when the command fails, with its stderr.
+pub fn plugin_info_lines(plugin: &Path) -> Vec<String> {
+    let output = std::process::Command::new(sluice_bin())
+        .args(["plugin", "info"])
+        .arg(plugin)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("sluice starts");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout.lines().map(str::to_owned).collect()
+}
+
 /// Returns the misbehaving test plugin built from `tests/plugins/hostile`.
 pub fn hostile_plugin() -> PathBuf {
     built(

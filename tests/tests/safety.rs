@@ -382,7 +382,7 @@ async fn repeated_reprocessing_rounds_keep_working() {
 }
 
 /// A server that responds with 503 to every PUT, except that bodies
-/// containing `hang` get no answer for a minute.
+/// containing `hang` get no response for a minute.
 async fn down_and_hanging_on(hang: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("PUT"))
@@ -398,7 +398,7 @@ async fn down_and_hanging_on(hang: &str) -> MockServer {
 }
 
 #[tokio::test]
-async fn killed_reprocess_of_an_unchanged_dead_letter_file_loses_nothing() {
+async fn killed_reprocess_of_identical_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let down = down_and_hanging_on("never-sent-before").await;
     let input = write_file(dir.path(), "a.csv", "id,name\n1,a\n2,b\n3,c\n");
@@ -432,7 +432,7 @@ async fn killed_reprocess_of_an_unchanged_dead_letter_file_loses_nothing() {
     }
 
     // Kill a reprocess after the other records are dead-lettered again and
-    // while the record "b" waits for an answer.
+    // while the record "b" waits for a response.
     let hanging = down_and_hanging_on("\"b\"").await;
     let (mut child, _) = sluice("reprocess", dir.path(), &hanging.uri())
         .arg("--concurrency=2")
@@ -529,11 +529,11 @@ async fn pipe_as_input_is_rejected_before_reading() {
     let dir = tempfile::tempdir().unwrap();
     let server = failing_on("never").await;
     let fifo = dir.path().join("rows.csv");
-    let made = std::process::Command::new("mkfifo")
+    let mkfifo = std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap();
-    assert!(made.success(), "mkfifo failed");
+    assert!(mkfifo.success(), "mkfifo failed");
 
     // Nothing ever writes to the pipe: a run that opened it would hang.
     let finished = tokio::time::timeout(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use sluice_target::{read_resources, start, FaultPlan, RunningTarget, TargetConfig};
-use sluice_tests::{sluice_bin, template_plugin, Sluice};
+use sluice_tests::{plugin_info_lines, template_plugin, Sluice};
 
 /// The `max_line_bytes` that the tests configure.
 const MAX_LINE_BYTES: usize = 256;
@@ -356,20 +356,7 @@ async fn configuration_errors_name_the_key() {
 
 #[test]
 fn plugin_info_lists_the_template_keys() {
-    let output = std::process::Command::new(sluice_bin())
-        .args(["plugin", "info"])
-        .arg(template_plugin())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("sluice starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines = plugin_info_lines(&template_plugin());
     assert_eq!(lines[0], "name        template");
     assert_eq!(lines[1], "version     0.1.0");
     assert_eq!(lines[2], "extensions  txt");

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sluice_target::{
     compare_csv, read_resources, start, CompareOptions, FaultPlan, RunningTarget, TargetConfig,
 };
-use sluice_tests::{dataset, dead_letter_files, sluice_bin, tsv_plugin, write_file, Sluice};
+use sluice_tests::{dataset, dead_letter_files, plugin_info_lines, tsv_plugin, write_file, Sluice};
 
 const WEATHER_PATH: &str = "/weather/{origin}/{time_hour}";
 
@@ -473,20 +473,7 @@ async fn configuration_errors_name_the_key() {
 
 #[test]
 fn plugin_info_lists_the_tsv_keys() {
-    let output = std::process::Command::new(sluice_bin())
-        .args(["plugin", "info"])
-        .arg(tsv_plugin())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("sluice starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines = plugin_info_lines(&tsv_plugin());
     assert_eq!(lines[0], "name        tsv");
     assert_eq!(lines[1], "version     0.1.0");
     assert_eq!(lines[2], "extensions  tsv");

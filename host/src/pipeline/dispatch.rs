@@ -239,12 +239,7 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn on_item(&mut self, item: Item) -> std::io::Result<()> {
-        let record_number = match &item {
-            Item::Ready { record, .. } | Item::Unsendable { record, .. } => {
-                record.position.record_number
-            }
-            Item::Malformed(bad) => bad.position.record_number,
-        };
+        let record_number = item.position().record_number;
         self.report.records += 1;
         if record_number <= self.resume.skip_through {
             self.report.skipped += 1;

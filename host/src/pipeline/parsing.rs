@@ -41,8 +41,10 @@ pub enum Stop {
     Plugin(#[from] PluginError),
     #[error("{0}")]
     Io(String),
+    /// A trap that a fresh instance could not get past: the trap's
+    /// message and the reason.
     #[error("{error}; {reason}")]
-    Recovery { error: PluginError, reason: String },
+    Recovery { error: String, reason: String },
 }
 
 /// The offsets that turn a restarted parser's positions into the file's.
@@ -258,9 +260,9 @@ impl Parsing {
                     self.traps_in_a_row
                 )
             };
+            let error = error_chain(&error);
             return Err(Stop::Recovery { error, reason });
         }
-        tracing::warn!(error = %error_chain(&error), "plugin trapped; restarting it");
         Ok(error)
     }
 
@@ -268,7 +270,7 @@ impl Parsing {
     /// not log its stderr.
     fn fresh_parser(&self, error: &PluginError, quiet: bool) -> Result<FileParser, Stop> {
         let failed = |what: &str, err: PluginError| Stop::Recovery {
-            error: clone_error(error),
+            error: error_chain(error),
             reason: format!("{what}: {}", error_chain(&err)),
         };
         let instance = if quiet {
@@ -294,7 +296,10 @@ impl Parsing {
         // The batch's trap counts once it is pinned on a record, so that
         // the records before that one are mapped even when one trap is
         // all that plugin.max_consecutive_traps allows.
-        tracing::warn!(error = %error_chain(&error), "plugin trapped; restarting it");
+        tracing::warn!(
+            error = %error_chain(&error),
+            "plugin trapped while mapping; mapping the batch one record at a time"
+        );
         let mut mapper = self.fresh_parser(&error, false)?;
         let mut mapped = Vec::with_capacity(records.len());
         for record in records {
@@ -305,6 +310,11 @@ impl Parsing {
                 }
                 Err(trap @ PluginError::Trap { .. }) => {
                     let message = error_chain(&trap);
+                    tracing::warn!(
+                        record = record.position.record_number,
+                        error = %message,
+                        "plugin trapped on this record; rejecting it"
+                    );
                     let trap = match self.count_trap(trap) {
                         Ok(trap) => trap,
                         Err(stop) => {
@@ -375,6 +385,10 @@ impl Parsing {
     }
 
     fn recover_parse(&mut self, error: PluginError, at_end: bool) -> Result<Vec<Parsed>, Stop> {
+        tracing::warn!(
+            error = %error_chain(&error),
+            "plugin trapped while parsing; finding the bytes it traps on"
+        );
         let error = self.count_trap(error)?;
         let start = self.restart_point()?;
         let region = self.read_range(start, self.fed_end)?;
@@ -393,7 +407,7 @@ impl Parsing {
         let at_start = self.probe(&error, &[], false)?;
         if at_start.trap.is_some() {
             return Err(Stop::Recovery {
-                error,
+                error: error_chain(&error),
                 reason: "a fresh instance trapped again before reading new input".to_owned(),
             });
         }
@@ -422,7 +436,7 @@ impl Parsing {
             if !returned_items && !preamble.is_empty() {
                 let Some(end) = header_end(&region, &preamble) else {
                     return Err(Stop::Recovery {
-                        error,
+                        error: error_chain(&error),
                         reason: "it trapped on the first record, and the header that it \
                               returned as the preamble is not at the start of the file"
                             .to_owned(),
@@ -576,20 +590,6 @@ fn trim_separator(raw: &mut Vec<u8>, separator: &[u8]) {
     }
     if separator == b"\n" && raw.ends_with(b"\r") {
         raw.pop();
-    }
-}
-
-/// Copies an error for a second report; only the message survives.
-fn clone_error(error: &PluginError) -> PluginError {
-    match error {
-        PluginError::Trap { plugin, call, .. } => PluginError::Trap {
-            plugin: plugin.clone(),
-            call,
-            source: error_chain(error).into(),
-        },
-        other => PluginError::File {
-            message: error_chain(other),
-        },
     }
 }
 

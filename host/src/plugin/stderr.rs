@@ -3,9 +3,9 @@
 //! Each complete line becomes one `info` event tagged with the plugin's
 //! name. A plugin that writes without end must not flood the log or slow
 //! the host, so all instances of one plugin share a budget of
-//! [`LINES_PER_WINDOW`] lines per [`WINDOW`]; lines over it are counted,
-//! and the count is logged once the next window opens or the plugin is
-//! dropped. Lines are cut at [`MAX_LINE_BYTES`].
+//! [`LINES_PER_WINDOW`] lines per [`WINDOW`]. Lines over the budget are
+//! counted, and the count is logged once the next window opens or the
+//! plugin is dropped. Lines are cut at [`MAX_LINE_BYTES`].
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,14 +18,15 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 pub const LINES_PER_WINDOW: u32 = 100;
 /// The length of one rate-limiting window.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// The longest line logged; the rest of a longer line is dropped.
+/// The maximum length of a logged line. The rest of a longer line is
+/// dropped.
 pub const MAX_LINE_BYTES: usize = 4096;
 
 /// The stderr of every instance of one plugin.
 #[derive(Clone)]
 pub struct PluginStderr {
     shared: Arc<Shared>,
-    /// What one instance wrote during its current call, logged or not,
+    /// The output of one instance during its current call, logged or not,
     /// so that a trap can be reported with the panic message the plugin
     /// wrote before it.
     call_output: Arc<Mutex<Vec<String>>>,
