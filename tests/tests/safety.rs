@@ -397,6 +397,13 @@ async fn down_and_hanging_on(hang: &str) -> MockServer {
     server
 }
 
+// NOTE: the setup below needs a reprocess round that writes the dead
+// letters in the same order as the round before. Records of different keys
+// may be written in any order, even with one request in flight, so the
+// loop does not always get there before the file name grows too long, and
+// the test is ignored in CI. The chaos test covers the same kill, at random
+// moments. Run it with `--ignored`.
+#[ignore = "the setup depends on the order in which dead letters are written"]
 #[tokio::test]
 async fn killed_reprocess_of_identical_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
