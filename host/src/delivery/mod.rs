@@ -261,7 +261,9 @@ impl Sender {
             if attempts == 1 {
                 on_event(Event::FirstAttempt);
             }
-            let result = self.attempt(request, slot).await;
+            // Boxed, so that a delivery waiting for its turn or its
+            // backoff stays small: this future is most of its size.
+            let result = Box::pin(self.attempt(request, slot)).await;
             let (fault, retry_after) = match result {
                 Ok(status) => {
                     if let Some(transition) = self.breaker.record_success(role) {
@@ -294,7 +296,7 @@ impl Sender {
                     delay,
                 });
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = Box::pin(tokio::time::sleep(delay)) => {}
                     _ = crate::shutdown::stopped(&mut shutdown) => {
                         self.breaker.release_probe(role);
                         return Delivery { outcome: Outcome::Abandoned, attempts };
@@ -497,8 +499,7 @@ pub fn prepare(
              another resource"
         ));
     }
-    let base = endpoint.as_str().trim_end_matches('/');
-    let url = Url::parse(&format!("{base}{path}"))
+    let url = join(endpoint, path)
         .map_err(|err| format!("request path {path:?} makes an invalid URL: {err}"))?;
 
     let mut headers = HeaderMap::new();
@@ -518,6 +519,35 @@ pub fn prepare(
         headers,
         body: Bytes::from(body),
     })
+}
+
+/// Appends a request path, with its query, to the endpoint's path.
+///
+/// Most paths are printable ASCII: for them, the path and query are set on
+/// a copy of the parsed endpoint, which skips parsing the scheme and host
+/// again for every request. Any other path, or an endpoint with a query or
+/// fragment, goes through the full parser on the joined text.
+fn join(endpoint: &Url, path: &str) -> Result<Url, String> {
+    let simple = path
+        .bytes()
+        .all(|byte| byte.is_ascii_graphic() && byte != b'\\' && byte != b'#');
+    if !simple || endpoint.query().is_some() || endpoint.fragment().is_some() {
+        let base = endpoint.as_str().trim_end_matches('/');
+        return Url::parse(&format!("{base}{path}")).map_err(|err| err.to_string());
+    }
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let base = endpoint.path().trim_end_matches('/');
+    let mut url = endpoint.clone();
+    if base.is_empty() {
+        url.set_path(path);
+    } else {
+        url.set_path(&format!("{base}{path}"));
+    }
+    url.set_query(query);
+    Ok(url)
 }
 
 /// Returns whether a path segment is `.` or `..`, with any dot written

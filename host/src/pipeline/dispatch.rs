@@ -21,15 +21,17 @@
 //! the end of the file.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use futures_util::FutureExt as _;
 use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
-use tracing::Instrument as _;
 
 use super::reader::{Item, Message};
 use crate::dead_letter::{DeadLetterSink, Kind, SidecarEntry, Written, SIDECAR_VERSION};
@@ -96,6 +98,9 @@ struct Finished {
     delivery: Delivery,
 }
 
+/// One record's delivery, from its first attempt to its outcome.
+type InFlight = Pin<Box<dyn Future<Output = Finished> + Send>>;
+
 /// The fixed parts of a [`Dispatcher`].
 pub struct DispatchContext<'a> {
     pub sender: Arc<Sender>,
@@ -103,16 +108,19 @@ pub struct DispatchContext<'a> {
     pub origins: &'a dyn Origins,
     pub counters: Arc<Counters>,
     pub max_pending: usize,
-    pub span: tracing::Span,
     pub idempotency_header: Option<HeaderName>,
     pub checkpoint: Checkpoint,
     pub shutdown: watch::Receiver<bool>,
 }
 
 /// Sends the records of one file and writes its dead letters.
+///
+/// The deliveries are futures that the dispatcher polls itself, not tasks
+/// of their own: a spawned task per record, with its scheduling and
+/// wake-ups, cost more CPU time than the rest of the dispatcher.
 pub struct Dispatcher<'a> {
     context: DispatchContext<'a>,
-    tasks: JoinSet<Finished>,
+    deliveries: FuturesUnordered<InFlight>,
     // A key is present while one of its records is in flight. Its queue
     // contains the key's later records.
     queues: HashMap<String, VecDeque<Pending>>,
@@ -151,7 +159,7 @@ impl<'a> Dispatcher<'a> {
         }
         Dispatcher {
             context,
-            tasks: JoinSet::new(),
+            deliveries: FuturesUnordered::new(),
             queues: HashMap::new(),
             held: initially_held,
             newly_held: HashMap::new(),
@@ -178,7 +186,7 @@ impl<'a> Dispatcher<'a> {
     ) -> std::io::Result<(FileReport, HashMap<String, Kind>)> {
         let mut reading = true;
         let mut shutdown = self.context.shutdown.clone();
-        while reading || !self.tasks.is_empty() {
+        while reading || !self.deliveries.is_empty() {
             tokio::select! {
                 message = rx.recv(), if reading && self.pending < self.context.max_pending => {
                     match message {
@@ -186,15 +194,15 @@ impl<'a> Dispatcher<'a> {
                         Some(message) => reading = self.on_message(message)?,
                     }
                 }
-                Some(joined) = self.tasks.join_next() => {
-                    self.on_finished(joined.expect("delivery tasks do not panic"))?;
-                    while let Some(joined) = self.tasks.try_join_next() {
-                        self.on_finished(joined.expect("delivery tasks do not panic"))?;
+                Some(finished) = self.deliveries.next(), if !self.deliveries.is_empty() => {
+                    self.on_finished(finished)?;
+                    while let Some(Some(finished)) = self.deliveries.next().now_or_never() {
+                        self.on_finished(finished)?;
                     }
                     self.sync()?;
                 }
                 _ = crate::shutdown::stopped(&mut shutdown), if !self.report.interrupted => {
-                    // Stop reading; tasks finish their current attempt.
+                    // Stop reading; deliveries finish their current attempt.
                     self.report.interrupted = true;
                     reading = false;
                     rx.close();
@@ -368,9 +376,10 @@ impl<'a> Dispatcher<'a> {
         let sender = self.context.sender.clone();
         let counters = self.context.counters.clone();
         let dispatched = self.dispatched_through.clone();
-        let task = async move {
-            let position = pending.record.position;
-            let key = pending.record.key.clone();
+        let pending = Box::new(pending);
+        let delivery = async move {
+            let position = &pending.record.position;
+            let key = pending.record.key.as_str();
             let mut retrying = false;
             let mut on_event = |event: Event| {
                 if let Event::FirstAttempt = event {
@@ -381,16 +390,19 @@ impl<'a> Dispatcher<'a> {
                     retrying = true;
                     counters.retrying.fetch_add(1, Relaxed);
                 }
-                log_event(&event, &position, &key);
+                log_event(&event, position, key);
             };
             let seed = position.record_number;
             let delivery = sender.deliver(&pending.request, seed, &mut on_event).await;
             if retrying {
                 counters.retrying.fetch_sub(1, Relaxed);
             }
-            Finished { pending, delivery }
+            Finished {
+                pending: *pending,
+                delivery,
+            }
         };
-        self.tasks.spawn(task.instrument(self.context.span.clone()));
+        self.deliveries.push(Box::pin(delivery));
     }
 
     fn on_finished(&mut self, finished: Finished) -> std::io::Result<()> {

@@ -296,7 +296,6 @@ impl Pipeline {
             origins: origins.as_ref(),
             counters: self.counters.clone(),
             max_pending: (concurrency * 4).max(64),
-            span: span.clone(),
             idempotency_header: self
                 .settings
                 .idempotency
