@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod dry_run;
 pub mod identity;
 pub mod ledger;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod report;

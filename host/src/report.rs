@@ -11,10 +11,14 @@ use serde::Serialize;
 
 use crate::config::ProgressMode;
 use crate::delivery::breaker::Breaker;
+use crate::delivery::classify::Fault;
 use crate::delivery::InFlight;
+use crate::metrics::histogram::{Histogram, REQUEST_BUCKETS};
+use crate::metrics::{FileGauges, PluginCallTimes, RetryCounts};
 
-/// Live counts for the whole run, updated from many tasks.
-#[derive(Debug, Default)]
+/// Live counts for the whole run, updated from many tasks. The progress
+/// display and the metrics read them.
+#[derive(Debug)]
 pub struct Counters {
     pub read: AtomicU64,
     pub delivered: AtomicU64,
@@ -23,6 +27,31 @@ pub struct Counters {
     pub rejected: AtomicU64,
     pub in_flight: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Retries sent, by the fault that each one follows.
+    pub retries: RetryCounts,
+    /// The time of each HTTP attempt.
+    pub attempt_durations: Histogram,
+    /// The time of each plugin call, shared with the plugin's instances.
+    pub plugin_calls: Arc<PluginCallTimes>,
+    pub files: FileGauges,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            read: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            retries: RetryCounts::default(),
+            attempt_durations: Histogram::new(REQUEST_BUCKETS),
+            plugin_calls: Arc::default(),
+            files: FileGauges::default(),
+        }
+    }
 }
 
 impl InFlight for Counters {
@@ -30,8 +59,13 @@ impl InFlight for Counters {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
-    fn finished(&self) {
+    fn finished(&self, elapsed: Duration) {
         self.in_flight.fetch_sub(1, Relaxed);
+        self.attempt_durations.observe(elapsed);
+    }
+
+    fn retrying(&self, cause: &Fault) {
+        self.retries.count(cause);
     }
 }
 

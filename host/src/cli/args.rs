@@ -220,6 +220,7 @@ pub const OPTION_KEYS: &[(&str, &str)] = &[
     ("open_duration", "breaker.open_duration"),
     ("chunk_size", "input.chunk_size"),
     ("progress", "progress"),
+    ("metrics_addr", "metrics.address"),
 ];
 
 /// Options shared by `run`, `reprocess`, `verify` and `config`.
@@ -357,6 +358,12 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_PROGRESS", value_name = "WHEN")]
     pub progress: Option<ProgressMode>,
 
+    /// Serve Prometheus metrics at /metrics and health checks at /healthz
+    /// and /readyz on this IP:PORT while `run` or `reprocess` runs, such as
+    /// 127.0.0.1:9464. Key: metrics.address.
+    #[arg(long, env = "SLUICE_METRICS_ADDRESS", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
@@ -424,6 +431,9 @@ impl CommonArgs {
         );
         set(&mut config.breaker.open_duration, &self.open_duration);
         set(&mut config.input.chunk_size, &self.chunk_size);
+        if self.metrics_addr.is_some() {
+            config.metrics.address = self.metrics_addr.clone();
+        }
     }
 }
 

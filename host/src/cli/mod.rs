@@ -28,6 +28,7 @@ use self::args::RunArgs;
 pub use self::args::{Cli, Command, CommonArgs, ConfigCommand, LogFormat, PluginCommand};
 use crate::config::{apply_env_maps, Config, Settings};
 use crate::dry_run::{Format, Options as DryRunOptions};
+use crate::metrics::Metrics;
 use crate::pipeline::{dead_letter_inputs, Input, InputKind, Pipeline};
 use crate::plugin::{Plugin, PluginError, PluginLimits};
 use crate::report::{Counters, Progress, RunReport};
@@ -337,6 +338,7 @@ fn ingest(
     let progress = Progress::new(settings.progress, 0);
     init_logging(logging, progress.bar())?;
     let _locks = prepare_directories(&settings)?;
+    let metrics_listener = bind_metrics(&settings)?;
     // Collected after logging starts, so that warnings about torn
     // sidecars reach the log.
     let inputs = inputs().map_err(Failure::usage)?;
@@ -359,12 +361,17 @@ fn ingest(
 
     let runtime = pipeline_runtime().map_err(Failure::other)?;
     let summary_json = common.summary_json.clone();
+    // The runtime, and with it the metrics server, lives until this
+    // function returns, after the summary is written.
     let report = runtime.block_on(async {
         let (stop, stopped) = watch::channel(false);
         let signal = Arc::new(Mutex::new(None));
         tokio::spawn(watch_signals(stop, signal.clone()));
         let counters = Arc::new(Counters::default());
+        let metrics = Arc::new(Metrics::new(counters.clone(), &settings.dead_letter_dir));
+        serve_metrics(metrics_listener, &metrics)?;
         let pipeline = Pipeline::new(settings, plugin, counters.clone(), stopped, force)?;
+        metrics.watch_breaker(pipeline.breaker().clone());
         let ticker = progress.spawn_ticker(counters, pipeline.breaker().clone());
         // The pipeline runs as a task on the runtime's workers, not on this
         // thread: its dispatcher and the delivery tasks it joins then wake
@@ -398,6 +405,44 @@ pub(crate) fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(cores.saturating_sub(1).max(1))
         .enable_all()
         .build()
+}
+
+/// Binds `metrics.address`, when it is set, so that an address in use
+/// stops a command before it does any work. [`serve_metrics`] then serves
+/// on the listener from inside the command's runtime.
+fn bind_metrics(settings: &Settings) -> Result<Option<std::net::TcpListener>, Failure> {
+    let Some(address) = settings.metrics_address else {
+        return Ok(None);
+    };
+    match crate::metrics::server::bind(address) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(err) => {
+            let message = format!(
+                "cannot serve metrics on {address}: {err}; pass --metrics-addr (or set \
+                 metrics.address) with a free port on an address of this machine, such as \
+                 127.0.0.1:9464, or 127.0.0.1:0 for any free port"
+            );
+            Err(Failure::usage(anyhow::anyhow!(message)))
+        }
+    }
+}
+
+/// Serves `metrics` on a listener from [`bind_metrics`] until the runtime
+/// shuts down, and logs the address. Does nothing without a listener.
+fn serve_metrics(
+    listener: Option<std::net::TcpListener>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let Some(listener) = listener else {
+        return Ok(());
+    };
+    let address = listener.local_addr()?;
+    crate::metrics::server::serve(listener, metrics.clone())?;
+    tracing::info!(
+        %address,
+        "serving metrics at /metrics and health checks at /healthz and /readyz"
+    );
+    Ok(())
 }
 
 /// Waits for SIGINT or SIGTERM and signals the run to stop: reading stops,

@@ -13,6 +13,7 @@ pub mod provenance;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,6 +87,18 @@ pub struct Config {
     pub input: InputConfig,
     /// Idempotency key settings.
     pub idempotency: IdempotencyConfig,
+    /// Metrics and health check settings.
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address, as `IP:PORT`, on which `run` and `reprocess` serve
+    /// Prometheus metrics at `/metrics` and health checks at `/healthz`
+    /// and `/readyz`. Unset means no server.
+    pub address: Option<String>,
 }
 
 /// The `[idempotency]` table.
@@ -351,6 +364,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub breaker: BreakerSettings,
     pub chunk_size: NonZeroUsize,
+    /// The address for metrics and health checks, if any.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Validated HTTP client settings.
@@ -548,6 +563,19 @@ impl Config {
             problem("idempotency.header", &idempotency.header, allowed);
         }
 
+        let metrics_address = match &self.metrics.address {
+            None => None,
+            Some(raw) => match raw.trim().parse::<SocketAddr>() {
+                Ok(address) => Some(address),
+                Err(_) => {
+                    let allowed = "an IP address and port, such as 127.0.0.1:9464 or \
+                                   [::1]:9464";
+                    problem("metrics.address", &raw, allowed);
+                    None
+                }
+            },
+        };
+
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -604,6 +632,7 @@ impl Config {
                 open_duration: breaker.open_duration,
             },
             chunk_size,
+            metrics_address,
         })
     }
 }

@@ -219,6 +219,25 @@ fn plugin_limits_are_checked() {
 }
 
 #[test]
+fn metrics_address_must_be_an_ip_and_port() {
+    let mut config = minimal();
+    assert_eq!(config.validate(no_env).unwrap().metrics_address, None);
+
+    config.metrics.address = Some("127.0.0.1:9464".to_owned());
+    let address = config.validate(no_env).unwrap().metrics_address;
+    assert_eq!(address, Some("127.0.0.1:9464".parse().unwrap()));
+
+    for bad in ["localhost:9464", "9464", "127.0.0.1", "127.0.0.1:99999", ""] {
+        config.metrics.address = Some(bad.to_owned());
+        let err = config.validate(no_env).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{bad}: {err}");
+        assert_eq!(err.0[0].key, "metrics.address", "{bad}");
+        assert_eq!(err.0[0].value, bad);
+        assert!(err.0[0].allowed.contains("127.0.0.1:9464"), "{err}");
+    }
+}
+
+#[test]
 fn reference_documents_every_key_and_no_other() {
     let rows = documented_rows();
     let documented: BTreeSet<String> = rows.iter().map(|row| row[0].clone()).collect();

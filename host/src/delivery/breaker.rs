@@ -80,6 +80,20 @@ pub struct Transition {
     pub to: BreakerState,
 }
 
+/// A snapshot of the breaker for health checks and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerStatus {
+    pub state: BreakerState,
+    /// Time since the breaker entered `state`, or since it was created.
+    pub since: Duration,
+    /// Time until the open breaker lets a probe through: zero when the
+    /// probe is due and waits for a request to carry it. `None` unless the
+    /// breaker is open.
+    pub next_probe_in: Option<Duration>,
+    /// How many times the breaker has opened, as [`Breaker::openings`].
+    pub openings: u64,
+}
+
 /// Validated breaker settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerSettings {
@@ -110,6 +124,8 @@ impl State {
 struct Inner {
     state: State,
     openings: u64,
+    // When `state` last changed its public state.
+    changed_at: Instant,
 }
 
 /// A circuit breaker that async tasks wait on.
@@ -134,6 +150,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 state: State::Closed { failures: 0 },
                 openings: 0,
+                changed_at: Instant::now(),
             }),
             changes: watch::channel(0).0,
         }
@@ -148,6 +165,23 @@ impl Breaker {
     /// after a failed probe.
     pub fn openings(&self) -> u64 {
         self.lock().openings
+    }
+
+    /// Returns the state, how long it has held and when the next probe
+    /// goes.
+    pub fn status(&self) -> BreakerStatus {
+        let inner = self.lock();
+        let now = Instant::now();
+        let next_probe_in = match inner.state {
+            State::Open { until } => Some(until.saturating_duration_since(now)),
+            _ => None,
+        };
+        BreakerStatus {
+            state: inner.state.public(),
+            since: now.saturating_duration_since(inner.changed_at),
+            next_probe_in,
+            openings: inner.openings,
+        }
     }
 
     /// Waits until a request may be sent and returns its role.
@@ -274,6 +308,9 @@ impl Breaker {
         let from = inner.state.public();
         let to = state.public();
         inner.state = state;
+        if from != to {
+            inner.changed_at = Instant::now();
+        }
         self.changes.send_modify(|n| *n += 1);
         (from != to).then_some(Transition { from, to })
     }
@@ -327,6 +364,35 @@ mod tests {
             }
         }
         assert_eq!(breaker.openings(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_reports_since_and_next_probe() {
+        let breaker = breaker(1);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let closed = breaker.status();
+        assert_eq!(closed.state, BreakerState::Closed);
+        assert_eq!(closed.since, Duration::from_secs(3));
+        assert_eq!(closed.next_probe_in, None);
+
+        open(&breaker, 1).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let open = breaker.status();
+        assert_eq!(open.state, BreakerState::Open);
+        assert_eq!(open.since, Duration::from_secs(4));
+        assert_eq!(open.next_probe_in, Some(Duration::from_secs(6)));
+        assert_eq!(open.openings, 1);
+
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(breaker.status().next_probe_in, Some(Duration::ZERO));
+        let probe = breaker.admit(Role::Normal).await.role;
+        let half_open = breaker.status();
+        assert_eq!(half_open.state, BreakerState::HalfOpen);
+        assert_eq!(half_open.since, Duration::ZERO);
+        assert_eq!(half_open.next_probe_in, None);
+
+        breaker.record_success(probe);
+        assert_eq!(breaker.status().state, BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -123,12 +123,17 @@ pub trait Classify: Send + Sync {
     fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<Verdict>;
 }
 
-/// A counter that the sender keeps up to date for progress display.
+/// Counters that the sender keeps up to date for the progress display and
+/// the metrics. They run once per attempt, so they must be cheap: atomic
+/// adds, no locks.
 pub trait InFlight: Send + Sync {
     /// Counts an attempt that went on the wire.
     fn started(&self);
-    /// Counts an attempt that came back.
-    fn finished(&self);
+    /// Counts an attempt that came back, or failed, after `elapsed`.
+    fn finished(&self, elapsed: Duration);
+    /// Counts a retry that is about to go on the wire, by the fault of the
+    /// attempt before it.
+    fn retrying(&self, _cause: &Fault) {}
 }
 
 /// Sends requests through one connection pool, concurrency limit and
@@ -218,6 +223,8 @@ impl Sender {
         // Attempts made in the current round; a round restarts after the
         // request waited for the breaker or became the probe.
         let mut round = 0u32;
+        // The fault that the next attempt retries.
+        let mut retry_cause: Option<Fault> = None;
 
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -260,6 +267,8 @@ impl Sender {
             };
             if attempts == 1 {
                 on_event(Event::FirstAttempt);
+            } else if let Some(cause) = retry_cause.take() {
+                self.in_flight.retrying(&cause);
             }
             // Boxed, so that a delivery waiting for its turn or its
             // backoff stays small: this future is most of its size.
@@ -302,6 +311,7 @@ impl Sender {
                         return Delivery { outcome: Outcome::Abandoned, attempts };
                     }
                 }
+                retry_cause = Some(fault.fault);
                 continue;
             }
 
@@ -318,6 +328,7 @@ impl Sender {
                     on_event(Event::HeldByBreaker { attempt: attempts });
                     round = 0;
                     backoff.reset();
+                    retry_cause = Some(fault.fault);
                 }
             }
         }
@@ -349,8 +360,9 @@ impl Sender {
         _slot: tokio::sync::SemaphorePermit<'_>,
     ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
         self.in_flight.started();
+        let started = std::time::Instant::now();
         let result = self.exchange(request).await;
-        self.in_flight.finished();
+        self.in_flight.finished(started.elapsed());
         result
     }
 

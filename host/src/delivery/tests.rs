@@ -14,7 +14,7 @@ struct NoCount;
 
 impl InFlight for NoCount {
     fn started(&self) {}
-    fn finished(&self) {}
+    fn finished(&self, _elapsed: Duration) {}
 }
 
 /// Answers with the given statuses in turn, then repeats the last one.
@@ -445,4 +445,70 @@ fn configured_headers_override_plugin_headers() {
     )];
     let request = prepare(&endpoint, "PUT", "/x", plugin, &extra, Vec::new()).unwrap();
     assert_eq!(request.headers["content-type"], "application/json");
+}
+
+/// Records what the sender reports through [`InFlight`].
+#[derive(Default)]
+struct Recorder {
+    started: AtomicUsize,
+    finished: std::sync::Mutex<Vec<Duration>>,
+    retry_causes: std::sync::Mutex<Vec<Fault>>,
+}
+
+impl InFlight for Recorder {
+    fn started(&self) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn finished(&self, elapsed: Duration) {
+        self.finished.lock().unwrap().push(elapsed);
+    }
+
+    fn retrying(&self, cause: &Fault) {
+        self.retry_causes.lock().unwrap().push(cause.clone());
+    }
+}
+
+fn recording_sender(retry: RetryPolicy) -> (Sender, Arc<Recorder>) {
+    let breaker = Arc::new(Breaker::new(BreakerSettings {
+        failure_threshold: NonZeroU32::new(5).unwrap(),
+        open_duration: Duration::from_millis(200),
+    }));
+    let recorder = Arc::new(Recorder::default());
+    let http = http(Duration::from_secs(5));
+    let options = SenderOptions::default();
+    let sender = Sender::new(&http, retry, breaker, recorder.clone(), options).unwrap();
+    (sender, recorder)
+}
+
+#[tokio::test]
+async fn hooks_see_each_attempt_and_each_retry_cause() {
+    let server = server_with(&[503, 429, 200], None).await;
+    let (sender, recorder) = recording_sender(retry(5));
+
+    let (delivery, _) = deliver(&sender, &put(&server)).await;
+
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(recorder.started.load(Ordering::SeqCst), 3);
+    assert_eq!(recorder.finished.lock().unwrap().len(), 3);
+    let causes = recorder.retry_causes.lock().unwrap().clone();
+    let expected = [
+        Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
+        Fault::Status(StatusCode::TOO_MANY_REQUESTS),
+    ];
+    assert_eq!(causes, expected);
+}
+
+#[tokio::test]
+async fn hooks_count_no_retry_after_the_last_attempt() {
+    let server = server_with(&[502], None).await;
+    let (sender, recorder) = recording_sender(retry(2));
+
+    let (delivery, _) = deliver(&sender, &put(&server)).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Exhausted(_)));
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(recorder.finished.lock().unwrap().len(), 3);
+    let causes = recorder.retry_causes.lock().unwrap().len();
+    assert_eq!(causes as u32, delivery.attempts - 1);
 }

@@ -79,11 +79,12 @@ impl Pipeline {
     /// Fails when the HTTP client cannot be built.
     pub fn new(
         settings: Settings,
-        plugin: Plugin,
+        mut plugin: Plugin,
         counters: Arc<Counters>,
         shutdown: watch::Receiver<bool>,
         force: bool,
     ) -> anyhow::Result<Self> {
+        plugin.time_calls(counters.plugin_calls.clone());
         let plugin = Arc::new(plugin);
         let breaker = Arc::new(Breaker::new(settings.breaker));
         let options = SenderOptions {
@@ -144,6 +145,8 @@ impl Pipeline {
         // Records already waiting in dead-letter files, from earlier runs.
         // A newer value of their keys must not reach the API before they do.
         let pending = dead_letter::pending(&self.settings.dead_letter_dir)?;
+        let files = &self.counters.files;
+        files.pending.inc_by(inputs.len() as i64);
         for (index, input) in inputs.iter().enumerate() {
             if *self.shutdown.borrow() {
                 break;
@@ -153,7 +156,17 @@ impl Pipeline {
                 _ = self.breaker.wait_until_not_open() => {}
                 _ = crate::shutdown::stopped(&mut shutdown) => break,
             }
-            let file = self.run_file(input, index, inputs, &pending).await?;
+            files.pending.dec();
+            files.active.inc();
+            let file = self.run_file(input, index, inputs, &pending).await;
+            files.active.dec();
+            let file = file?;
+            // The next run resumes an interrupted file.
+            if file.interrupted {
+                files.pending.inc();
+            } else {
+                files.done.inc();
+            }
             if let InputKind::DeadLetter { .. } = input.kind {
                 if file.completed {
                     remove_dead_letter(&input.path)?;

@@ -30,6 +30,8 @@ pub use bindings::sluice::plugin::types::{
 use bindings::sluice::plugin::types::{Response, Verdict as PluginVerdict};
 use bindings::{FormatPlugin, FormatPluginPre};
 
+use crate::metrics::{PluginCall, PluginCallTimes};
+
 /// How often the engine's epoch advances; call deadlines count in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -117,6 +119,7 @@ pub struct Plugin {
     info: PluginInfo,
     config: Vec<(String, String)>,
     stderr: stderr::PluginStderr,
+    call_times: Arc<PluginCallTimes>,
 }
 
 impl Plugin {
@@ -183,6 +186,7 @@ impl Plugin {
             info: placeholder_info(path),
             config: Vec::new(),
             stderr: stderr::PluginStderr::new(&placeholder_info(path).name),
+            call_times: Arc::default(),
         };
         let mut instance = plugin.instantiate_unconfigured(false)?;
         plugin.info = instance.info()?;
@@ -209,6 +213,12 @@ impl Plugin {
     /// Returns the path the plugin was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records the time of each `feed`, `finish`, `map` and `classify` call
+    /// of instances created from now on in `times`.
+    pub fn time_calls(&mut self, times: Arc<PluginCallTimes>) {
+        self.call_times = times;
     }
 
     /// Sets the configuration and checks it on a throw-away instance, so
@@ -272,6 +282,7 @@ impl Plugin {
             limits: self.limits,
             deadline_ticks,
             stderr,
+            call_times: self.call_times.clone(),
         })
     }
 }
@@ -284,6 +295,7 @@ pub struct Instance {
     limits: PluginLimits,
     deadline_ticks: u64,
     stderr: stderr::PluginStderr,
+    call_times: Arc<PluginCallTimes>,
 }
 
 impl Instance {
@@ -362,7 +374,11 @@ impl Classifier {
         let instance = slot.as_mut().expect("filled above");
         instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
-        match guest.call_classify(&mut instance.store, response) {
+        let started = Instant::now();
+        let result = guest.call_classify(&mut instance.store, response);
+        let elapsed = started.elapsed();
+        instance.call_times.observe(PluginCall::Classify, elapsed);
+        match result {
             Ok(verdict) => Ok(verdict),
             Err(err) => {
                 let err = instance.trap("classify", err);
@@ -430,9 +446,12 @@ impl FileParser {
         let instance = &mut self.instance;
         instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
+        let started = Instant::now();
         let result = guest
             .parser()
             .call_feed(&mut instance.store, self.handle, chunk);
+        let elapsed = started.elapsed();
+        instance.call_times.observe(PluginCall::Feed, elapsed);
         let parsed = result.map_err(|err| instance.trap("feed", err))?;
         parsed.map_err(|message| PluginError::File { message })
     }
@@ -442,7 +461,10 @@ impl FileParser {
         let instance = &mut self.instance;
         instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
+        let started = Instant::now();
         let result = guest.parser().call_finish(&mut instance.store, self.handle);
+        let elapsed = started.elapsed();
+        instance.call_times.observe(PluginCall::Finish, elapsed);
         let parsed = result.map_err(|err| instance.trap("finish", err))?;
         parsed.map_err(|message| PluginError::File { message })
     }
@@ -452,9 +474,12 @@ impl FileParser {
         let instance = &mut self.instance;
         instance.arm();
         let guest = instance.bindings.sluice_plugin_format();
+        let started = Instant::now();
         let result = guest
             .parser()
             .call_map_records(&mut instance.store, self.handle, records);
+        let elapsed = started.elapsed();
+        instance.call_times.observe(PluginCall::Map, elapsed);
         let mapped = result.map_err(|err| instance.trap("map", err))?;
         if mapped.len() != records.len() {
             let message = format!(
