@@ -84,6 +84,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 2)]
     sink_workers: usize,
 
+    /// Worker threads of the wire-limit client's runtime [default: one
+    /// per core, tokio's default].
+    #[arg(long, value_name = "N")]
+    wire_workers: Option<usize>,
+
     /// The gzipped nycflights13 flights file [default:
     /// ../shared/datasets/nycflights13/flights.csv.gz from the repository
     /// root].
@@ -269,7 +274,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         progress(format_args!("round {round} of {runs}: wire limit"));
         sink.configure(0.0, args.seed, args.latency);
         wire_samples.push(with_sink_cpu(&sink, || {
-            wire::run(&requests, args.concurrency)
+            wire::run(&requests, args.concurrency, args.wire_workers)
         })?);
 
         progress(format_args!("round {round} of {runs}: sluice, fault-free"));

@@ -13,17 +13,22 @@ use crate::runs::{rate, Sample};
 const THREAD_NAME: &str = "wire";
 
 /// Sends every request once, `concurrency` at a time, on a fresh runtime
-/// and client.
+/// with `workers` threads (tokio's default when `None`) and client.
 ///
 /// # Errors
 ///
 /// Fails when the runtime or the client cannot be built, or a request
 /// fails or gets a response other than 2xx.
-pub fn run(requests: &Arc<Vec<WireRequest>>, concurrency: usize) -> anyhow::Result<Sample> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(THREAD_NAME)
-        .enable_all()
-        .build()?;
+pub fn run(
+    requests: &Arc<Vec<WireRequest>>,
+    concurrency: usize,
+    workers: Option<usize>,
+) -> anyhow::Result<Sample> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.thread_name(THREAD_NAME).enable_all().build()?;
     runtime.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
