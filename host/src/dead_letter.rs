@@ -698,7 +698,7 @@ mod tests {
     }
 
     #[test]
-    fn run_ids_of_one_process_differ_and_sort_in_order() {
+    fn run_ids_are_unique_and_ordered() {
         let ids: Vec<String> = (0..50).map(|_| new_run_id()).collect();
         let mut sorted = ids.clone();
         sorted.sort();

@@ -16,3 +16,4 @@ pub mod plugin;
 pub mod report;
 pub mod shutdown;
 pub mod verify;
+pub mod watch;

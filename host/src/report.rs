@@ -23,6 +23,20 @@ pub struct Counters {
     pub rejected: AtomicU64,
     pub in_flight: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Attempts that ended in a transient fault (connection error,
+    /// timeout, 5xx, 408, 429), counting every retry.
+    pub transient_faults: AtomicU64,
+    /// `sluice watch`: files in the inbox that wait to settle or to be
+    /// taken, not counting those that stopped early or are kept.
+    pub files_pending: AtomicU64,
+    /// `sluice watch`: files being ingested now, 0 or 1.
+    pub files_active: AtomicU64,
+    /// `sluice watch`: files completed since the start, those that an
+    /// earlier run completed included.
+    pub files_done: AtomicU64,
+    /// `sluice watch`: files that stopped early and wait in the inbox for
+    /// a change or a restart.
+    pub files_stopped: AtomicU64,
 }
 
 impl InFlight for Counters {
@@ -32,6 +46,10 @@ impl InFlight for Counters {
 
     fn finished(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    fn transient_fault(&self) {
+        self.transient_faults.fetch_add(1, Relaxed);
     }
 }
 

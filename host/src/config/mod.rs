@@ -10,6 +10,7 @@
 mod env;
 mod file;
 pub mod provenance;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::RetryPolicy;
 
 pub use env::{apply_env_maps, env_map_key, expand_env};
+pub use watch::{OnComplete, WatchConfig, WatchSettings, DEFAULT_DONE_DIR_NAME};
 
 /// Default number of requests in flight.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -86,6 +88,8 @@ pub struct Config {
     pub input: InputConfig,
     /// Idempotency key settings.
     pub idempotency: IdempotencyConfig,
+    /// Settings of `sluice watch`.
+    pub watch: WatchConfig,
 }
 
 /// The `[idempotency]` table.
@@ -351,6 +355,7 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub breaker: BreakerSettings,
     pub chunk_size: NonZeroUsize,
+    pub watch: WatchSettings,
 }
 
 /// Validated HTTP client settings.
@@ -548,6 +553,8 @@ impl Config {
             problem("idempotency.header", &idempotency.header, allowed);
         }
 
+        let watch = self.watch.validate(&mut problem);
+
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -557,7 +564,9 @@ impl Config {
         else {
             unreachable!("missing values are reported as problems");
         };
-        let (Some(failure_threshold), Some(chunk_size)) = (failure_threshold, chunk_size) else {
+        let (Some(failure_threshold), Some(chunk_size), Some(watch)) =
+            (failure_threshold, chunk_size, watch)
+        else {
             unreachable!("invalid values are reported as problems");
         };
 
@@ -604,6 +613,7 @@ impl Config {
                 open_duration: breaker.open_duration,
             },
             chunk_size,
+            watch,
         })
     }
 }

@@ -157,9 +157,9 @@ impl Breaker {
     }
 
     /// Replaces the settings and keeps the state. An open breaker keeps
-    /// the reopening time it was given; the new open duration applies
-    /// from the next opening, and the new threshold from the next request
-    /// that runs out of retries.
+    /// the reopening time it was given. The new open duration applies from
+    /// the next opening, and the new threshold from the next request that
+    /// runs out of retries.
     pub fn reconfigure(&self, settings: BreakerSettings) {
         self.lock().settings = settings;
     }
@@ -470,7 +470,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn reconfigure_keeps_the_state_and_applies_from_the_next_opening() {
+    async fn reconfigure_keeps_state() {
         let breaker = breaker(1);
         open(&breaker, 1).await;
 

@@ -129,6 +129,8 @@ pub trait InFlight: Send + Sync {
     fn started(&self);
     /// Counts an attempt that came back.
     fn finished(&self);
+    /// Counts an attempt that ended in a transient fault.
+    fn transient_fault(&self) {}
 }
 
 /// Sends requests through one connection pool, concurrency limit and
@@ -280,6 +282,7 @@ impl Sender {
                 let outcome = Outcome::Rejected(fault);
                 return Delivery { outcome, attempts };
             }
+            self.in_flight.transient_fault();
 
             if round < max_attempts {
                 let backoff_delay = backoff.next().unwrap_or(self.retry.backoff.max);

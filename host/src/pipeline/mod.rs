@@ -173,10 +173,10 @@ impl Pipeline {
     /// end or the run is stopped.
     ///
     /// Each call writes dead-letter files under a run id of its own, so
-    /// that `sluice watch` can call it once per file. Keys that one of its
-    /// files sends to a dead-letter or rejected file hold back their
-    /// records in its later files; a later call learns of them from the
-    /// dead-letter directory instead.
+    /// that `sluice watch` can call it once per file. When a file of the
+    /// call sends a key to a dead-letter or rejected file, the key's
+    /// records in the call's later files follow it there. A later call
+    /// reads such keys from the dead-letter directory instead.
     ///
     /// # Errors
     ///
