@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -613,10 +614,12 @@ async fn outage_holds_files_then_reprocesses() {
         watch(dir.path(), &endpoint)
             .arg("--max-retries=1")
             .arg("--failure-threshold=2")
-            .arg("--open-duration=2s")
+            .arg("--open-duration=1500ms")
             .arg("--timeout=500ms")
             .arg("--reprocess-dead-letters")
-            .arg("--reprocess-after=700ms")
+            // Long enough that the second file goes before the round, so
+            // that one of its records waits behind a dead letter.
+            .arg("--reprocess-after=2500ms")
             .arg(inbox.display().to_string()),
     )
     .await;
@@ -646,7 +649,7 @@ async fn outage_holds_files_then_reprocesses() {
             1,
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(watching.count("ingesting file", Some(&second)), 0);
     let target = start(TargetConfig {
         addr: address,
@@ -668,7 +671,7 @@ async fn outage_holds_files_then_reprocesses() {
     assert!(
         held_for
             .as_ref()
-            .is_ok_and(|held| *held >= Duration::from_millis(1900)),
+            .is_ok_and(|held| *held >= Duration::from_millis(1400)),
         "the second file started {held_for:?} after the breaker opened"
     );
     assert_eq!(
@@ -703,9 +706,99 @@ fn handled_through(ledger: &Path, input: &Path) -> Option<u64> {
     None
 }
 
-/// Writes `count` rows of `key,version` with keys `K000`... at `version`.
+/// Responds to every PUT with 503 while the returned flag is set, and
+/// with 200 once it is cleared.
+async fn switchable_server() -> (MockServer, Arc<AtomicBool>) {
+    let down = Arc::new(AtomicBool::new(true));
+    let failing = down.clone();
+    let server = MockServer::start().await;
+    let responder = move |_: &Request| {
+        if failing.load(Ordering::SeqCst) {
+            ResponseTemplate::new(503)
+        } else {
+            ResponseTemplate::new(200)
+        }
+    };
+    Mock::given(method("PUT"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    (server, down)
+}
+
+#[tokio::test]
+async fn failed_round_keeps_dead_letters_and_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = inbox(dir.path());
+    let dead_letters = dir.path().join("dead-letters");
+    let (server, down) = switchable_server().await;
+    // The breaker never opens, so only the wait without failures gates
+    // the rounds.
+    let watching = Watching::start(
+        watch(dir.path(), &server.uri())
+            .arg("--max-retries=0")
+            .arg("--failure-threshold=100")
+            .arg("--reprocess-dead-letters")
+            .arg("--reprocess-after=500ms")
+            .arg(inbox.display().to_string()),
+    )
+    .await;
+    let path = rename_in(&inbox, "a.csv", "iata,name\nJJJ,Juliett\n");
+    watching
+        .wait_for("file moved to the done directory", Some(&path), 1)
+        .await;
+    let failed = watching
+        .wait_for("dead-letter reprocessing done", None, 1)
+        .await;
+    down.store(false, Ordering::SeqCst);
+
+    assert_eq!(failed["delivered"], 0, "{failed}");
+    assert_eq!(failed["dead_lettered"], 1, "{failed}");
+    let left = dead_letter_files(&dead_letters, "dead");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].contents.contains("JJJ,Juliett"), "{left:?}");
+    let name = left[0].path.file_name().unwrap().to_string_lossy();
+    assert!(
+        name.contains('~'),
+        "not a file written by reprocessing: {name}"
+    );
+
+    let started = Instant::now();
+    let delivered = loop {
+        let lines = watching.lines();
+        let done = lines.iter().find(|line| {
+            line["message"] == "dead-letter reprocessing done" && line["delivered"] == 1
+        });
+        if let Some(done) = done {
+            break done.clone();
+        }
+        assert!(started.elapsed() < WAIT, "{}", render(&lines));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let second_round = watching
+        .wait_for("reprocessing dead-letter files", None, 2)
+        .await;
+    let stopped = watching.stop().await;
+
+    let waited = logged_at(&second_round).duration_since(logged_at(&failed));
+    assert!(
+        waited
+            .as_ref()
+            .is_ok_and(|waited| *waited >= Duration::from_millis(450)),
+        "the next round started {waited:?} after the failed one"
+    );
+    assert_eq!(delivered["dead_lettered"], 0, "{delivered}");
+    assert!(dead_letter_files(&dead_letters, "dead").is_empty());
+    let rounds = stopped.summary["reprocess_rounds"].as_u64().unwrap();
+    assert!(rounds >= 2, "{}", stopped.summary);
+    // One attempt from the file and one from each round.
+    let requests = server.received_requests().await.unwrap().len() as u64;
+    assert_eq!(requests, 1 + rounds);
+}
+
+/// Writes `count` rows of `key,version` with keys `K0000`... at `version`.
 fn versions(count: usize, version: &str) -> String {
-    let rows: String = (0..count).map(|n| format!("K{n:03},{version}\n")).collect();
+    let rows: String = (0..count).map(|n| format!("K{n:04},{version}\n")).collect();
     format!("key,version\n{rows}")
 }
 
@@ -714,8 +807,11 @@ async fn sigkill_mid_file_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = inbox(dir.path());
     let (target, db) = target(dir.path()).await;
-    const ROWS: usize = 1000;
-    let older = write_file(&inbox, "older.csv", &versions(ROWS, "v1"));
+    // The newer file is long enough for the kill to land inside it; its
+    // first rows have an older version in the older file.
+    const OLDER_ROWS: usize = 300;
+    const ROWS: usize = 5000;
+    let older = write_file(&inbox, "older.csv", &versions(OLDER_ROWS, "v1"));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let newer = write_file(&inbox, "newer.csv", &versions(ROWS, "v2"));
     // POST with idempotency keys, which the target deduplicates: every
@@ -743,10 +839,10 @@ async fn sigkill_mid_file_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     watching.kill().await;
-    let through = handled_through(&ledger, &newer).unwrap();
+    let through = handled_through(&ledger, &newer);
     assert!(
-        through < ROWS as u64,
-        "the kill came after the newer file ended"
+        through.is_some_and(|through| through < ROWS as u64),
+        "the kill came after the newer file ended: {through:?}"
     );
     assert_eq!(names_in(&inbox), ["done", "newer.csv"]);
 
@@ -768,7 +864,7 @@ async fn sigkill_mid_file_loses_nothing() {
         *seen.entry((key.clone(), version.clone())).or_default() += 1;
         last.insert(key, version);
     }
-    assert_eq!(seen.len(), 2 * ROWS, "every row arrived");
+    assert_eq!(seen.len(), OLDER_ROWS + ROWS, "every row arrived");
     let repeated: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();
     assert!(repeated.is_empty(), "rows stored twice: {repeated:?}");
     let stale: Vec<_> = last

@@ -22,8 +22,9 @@
 //! configuration reloads. With `watch.reprocess_dead_letters`, the
 //! dead-letter files are sent again through the code path of
 //! `sluice reprocess` once the breaker is no longer open and no attempt
-//! has failed for `watch.reprocess_after`. A failure during that round
-//! writes records to new dead-letter files and starts the wait over.
+//! has failed for `watch.reprocess_after`, before the next file. A
+//! failure during that round writes records to new dead-letter files and
+//! starts the wait over.
 //!
 //! The service runs between files: a reloaded configuration applies from
 //! the next file on, and a stop signal drains the current file as for
@@ -84,8 +85,10 @@ pub struct Service {
     // The count of transient faults last seen, and when it last changed.
     faults_seen: u64,
     quiet_since: Instant,
-    // The dead-letter files left by the last reprocessing round.
-    left_by_last_round: Option<Vec<PathBuf>>,
+    // Dead-letter files that a round took but could not finish, as when
+    // the plugin stops reading them. No round starts for them alone, so
+    // they wait for a new dead-letter file or a restart.
+    stuck_dead_letters: Vec<PathBuf>,
 }
 
 impl Service {
@@ -137,7 +140,7 @@ impl Service {
             listing_failed: false,
             breaker_wait_logged: false,
             quiet_since: now,
-            left_by_last_round: None,
+            stuck_dead_letters: Vec::new(),
         }
     }
 
@@ -189,12 +192,14 @@ impl Service {
                 }
             } else {
                 self.breaker_wait_logged = false;
-                if let Some((path, stamp)) = self.take_ready(now) {
-                    self.ingest(&path, stamp).await?;
-                    continue;
-                }
+                // Dead letters hold older values than the files waiting,
+                // so a due round goes first.
                 if self.reprocess_due(now) {
                     self.reprocess().await?;
+                    continue;
+                }
+                if let Some((path, stamp)) = self.take_ready(now) {
+                    self.ingest(&path, stamp).await?;
                     continue;
                 }
             }
@@ -453,10 +458,10 @@ impl Service {
         (watch.reprocess_dead_letters && due > now).then_some(due)
     }
 
-    /// Returns whether a round of dead-letter reprocessing should start:
-    /// it is turned on, the breaker is closed or its open time has passed,
-    /// no attempt failed for `watch.reprocess_after`, and the dead-letter
-    /// files differ from those the last round left.
+    /// Returns whether a round of dead-letter reprocessing should start.
+    /// It must be turned on, and no attempt may have failed for
+    /// `watch.reprocess_after`. Some dead-letter file must also be new
+    /// since the last round, or one that the last round finished.
     fn reprocess_due(&mut self, now: Instant) -> bool {
         let watch = &self.settings().watch;
         if !watch.reprocess_dead_letters || now < self.quiet_since + watch.reprocess_after {
@@ -464,7 +469,9 @@ impl Service {
         }
         let listing = dead_letter::list_dir(&self.settings().dead_letter_dir, false);
         let listing = listing.unwrap_or_default();
-        !listing.is_empty() && self.left_by_last_round.as_ref() != Some(&listing)
+        listing
+            .iter()
+            .any(|file| !self.stuck_dead_letters.contains(file))
     }
 
     /// Sends the dead-letter files again, oldest first, as
@@ -481,7 +488,7 @@ impl Service {
                     error = %format!("{err:#}"),
                     "cannot reprocess the dead-letter files; trying again once they change"
                 );
-                self.left_by_last_round = Some(listed);
+                self.stuck_dead_letters = listed;
                 return Ok(());
             }
         };
@@ -513,8 +520,13 @@ impl Service {
                  without failures"
             );
         }
+        // Files that failed again were replaced by new ones, which the next
+        // round takes; those still here under their old names are stuck.
         let left = dead_letter::list_dir(&dead_letter_dir, false).unwrap_or_default();
-        self.left_by_last_round = Some(left);
+        self.stuck_dead_letters = left
+            .into_iter()
+            .filter(|file| inputs.iter().any(|input| input.path == *file))
+            .collect();
         Ok(())
     }
 
