@@ -166,44 +166,10 @@ impl Service {
             if *self.shutdown.borrow() {
                 break;
             }
-            let mut hangup = false;
-            while self.hangups.try_recv().is_ok() {
-                hangup = true;
+            let now = self.catch_up();
+            if self.work(now).await? {
+                continue;
             }
-            if hangup {
-                self.reload();
-            }
-            let now = Instant::now();
-            while let Ok(change) = self.changes.try_recv() {
-                self.apply(change, now);
-            }
-            if now >= self.next_rescan {
-                self.rescan(now);
-            }
-            self.note_faults(now);
-            self.update_gauges();
-
-            if self.pipeline.breaker().is_open() {
-                if !self.breaker_wait_logged && self.inbox.next_ready(now).is_some() {
-                    tracing::info!(
-                        "circuit breaker open: the next file starts once its open time has passed"
-                    );
-                    self.breaker_wait_logged = true;
-                }
-            } else {
-                self.breaker_wait_logged = false;
-                // Dead letters hold older values than the files waiting,
-                // so a due round goes first.
-                if self.reprocess_due(now) {
-                    self.reprocess().await?;
-                    continue;
-                }
-                if let Some((path, stamp)) = self.take_ready(now) {
-                    self.ingest(&path, stamp).await?;
-                    continue;
-                }
-            }
-
             match self.wait(now).await {
                 Wake::Stop => break,
                 Wake::Hangup => self.reload(),
@@ -217,7 +183,66 @@ impl Service {
         self.report.pending_dead_letter_files =
             dead_letter::list_dir(dead_letter_dir, true).map_or(0, |files| files.len());
         self.report.elapsed_seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            inbox = %self.dir.display(),
+            files_completed = self.report.files_completed,
+            files_stopped = self.report.files_stopped,
+            "stopped watching the inbox"
+        );
         Ok(self.report)
+    }
+
+    /// Applies the reloads, events and listings that are due, and returns
+    /// the time it looked.
+    fn catch_up(&mut self) -> Instant {
+        let mut hangup = false;
+        while self.hangups.try_recv().is_ok() {
+            hangup = true;
+        }
+        if hangup {
+            self.reload();
+        }
+
+        let now = Instant::now();
+        while let Ok(change) = self.changes.try_recv() {
+            self.apply(change, now);
+        }
+        if now >= self.next_rescan {
+            self.rescan(now);
+        }
+        self.note_faults(now);
+        self.update_gauges();
+        now
+    }
+
+    /// Runs a due round of dead-letter reprocessing, or ingests the next
+    /// complete file, unless the breaker is open. Returns whether it did
+    /// either.
+    async fn work(&mut self, now: Instant) -> anyhow::Result<bool> {
+        if self.pipeline.breaker().is_open() {
+            if !self.breaker_wait_logged && self.inbox.next_ready(now).is_some() {
+                tracing::info!(
+                    "circuit breaker open: the next file starts once its open time has passed"
+                );
+                self.breaker_wait_logged = true;
+            }
+            return Ok(false);
+        }
+        self.breaker_wait_logged = false;
+
+        // Dead letters hold older values than the files waiting, so a due
+        // round goes first.
+        if self.reprocess_due(now) {
+            self.reprocess().await?;
+            return Ok(true);
+        }
+        match self.take_ready(now) {
+            Some((path, stamp)) => {
+                self.ingest(&path, stamp).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn settings(&self) -> &Settings {
