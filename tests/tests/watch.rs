@@ -118,7 +118,13 @@ impl Watching {
 
     /// Sends SIGTERM and collects what the process left.
     async fn stop(self) -> Stopped {
-        self.signal("TERM");
+        self.stop_with("TERM").await
+    }
+
+    /// Sends the signal `name`, such as `INT`, and collects what the
+    /// process left.
+    async fn stop_with(self, name: &str) -> Stopped {
+        self.signal(name);
         self.wait().await
     }
 
@@ -586,11 +592,13 @@ async fn stopped_file_retried_after_restart() {
 
     let watching = Watching::start(command()).await;
     watching.wait_for(stays, Some(&bad), 1).await;
-    watching.stop().await;
+    let interrupted = watching.stop_with("INT").await;
     let watching = Watching::start(command()).await;
     watching.wait_for(stays, Some(&bad), 1).await;
     let stopped = watching.stop().await;
 
+    assert_eq!(interrupted.code, Some(130));
+    assert_eq!(interrupted.summary["interrupted_by"], "SIGINT");
     assert_eq!(stopped.code, Some(143));
     assert_eq!(names_in(&inbox), ["bad.csv", "done"]);
     assert_eq!(target.stats().requests, 0);
