@@ -460,12 +460,35 @@ pub fn written_from(pending: &[PendingRecord], input: &str, fingerprint: &str) -
 /// Returns a run id: the UTC time to the millisecond and the process id,
 /// such as `20261204T183000123Z-4242`.
 pub fn new_run_id() -> String {
-    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    run_id_at(unique_millis())
+}
+
+/// Returns the run id of [`new_run_id`] for `millis` since the Unix epoch.
+pub fn run_id_at(millis: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+    let time = humantime::format_rfc3339_millis(time).to_string();
     let compact: String = time
         .chars()
         .filter(|c| !matches!(c, '-' | ':' | '.'))
         .collect();
     format!("{compact}-{}", std::process::id())
+}
+
+/// Returns the milliseconds since the Unix epoch, one more than the last
+/// call's when the clock has not moved on. Run ids made from them are
+/// unique within the process and sort in the order they were made, so
+/// the files of one `sluice watch` process never clash.
+pub fn unique_millis() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let next = |last: u64| now.max(last + 1);
+    let previous = LAST
+        .fetch_update(Relaxed, Relaxed, |last| Some(next(last)))
+        .expect("the update always returns a value");
+    next(previous)
 }
 
 #[cfg(test)]
@@ -672,5 +695,14 @@ mod tests {
         assert!(id.len() > 17, "{id}");
         assert_eq!(&id[8..9], "T");
         assert_eq!(&id[18..19], "Z");
+    }
+
+    #[test]
+    fn run_ids_are_unique_and_ordered() {
+        let ids: Vec<String> = (0..50).map(|_| new_run_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids);
     }
 }

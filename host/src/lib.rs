@@ -17,3 +17,4 @@ pub mod plugin;
 pub mod report;
 pub mod shutdown;
 pub mod verify;
+pub mod watch;

@@ -34,6 +34,9 @@ pub struct Counters {
     /// The time of each plugin call, shared with the plugin's instances.
     pub plugin_calls: Arc<PluginCallTimes>,
     pub files: FileGauges,
+    /// Attempts that ended in a transient fault (connection error,
+    /// timeout, 5xx, 408, 429), counting every retry.
+    pub transient_faults: AtomicU64,
 }
 
 impl Default for Counters {
@@ -50,6 +53,7 @@ impl Default for Counters {
             attempt_durations: Histogram::new(REQUEST_BUCKETS),
             plugin_calls: Arc::default(),
             files: FileGauges::default(),
+            transient_faults: AtomicU64::new(0),
         }
     }
 }
@@ -66,6 +70,10 @@ impl InFlight for Counters {
 
     fn retrying(&self, cause: &Fault) {
         self.retries.count(cause);
+    }
+
+    fn transient_fault(&self) {
+        self.transient_faults.fetch_add(1, Relaxed);
     }
 }
 

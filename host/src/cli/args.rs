@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, KeySource, ProgressMode};
+use crate::config::{Config, KeySource, OnComplete, ProgressMode};
 
 /// Loads data files into an HTTP API through a WebAssembly format plugin.
 #[derive(Debug, Parser)]
@@ -38,6 +38,14 @@ pub enum Command {
     Run(RunArgs),
     /// Send the records of dead-letter files again, then remove the files.
     Reprocess(ReprocessArgs),
+    /// Ingest each file that appears in a directory, until stopped.
+    ///
+    /// Takes a file once it was renamed into DIR, or once its size and
+    /// modification time stayed the same for watch.settle_time, oldest
+    /// first. A completed file is moved to watch.done_dir, deleted or
+    /// kept (watch.on_complete). SIGHUP reloads the configuration file;
+    /// SIGINT and SIGTERM stop after draining, as for `run`.
+    Watch(WatchArgs),
     /// Read every record back from the API and compare it with the file.
     Verify(VerifyArgs),
     /// Inspect a plugin.
@@ -85,6 +93,9 @@ pub struct ConfigCheckArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    #[command(flatten)]
+    pub watch: WatchOptions,
+
     /// Check the configuration without loading the plugin.
     #[arg(long)]
     pub no_plugin_check: bool,
@@ -94,6 +105,9 @@ pub struct ConfigCheckArgs {
 pub struct ConfigShowArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub watch: WatchOptions,
 
     /// Output format: `toml`, with each source as a comment, or `json`,
     /// an object of {"value", "source"} by key.
@@ -187,6 +201,123 @@ pub struct ReprocessArgs {
     pub paths: Vec<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub watch: WatchOptions,
+
+    /// The inbox directory. Files directly in it are ingested; its
+    /// subdirectories are not looked into.
+    #[arg(required = true, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// The configuration key that each option of [`WatchOptions`] sets, by
+/// argument id.
+pub const WATCH_OPTION_KEYS: &[(&str, &str)] = &[
+    ("settle_time", "watch.settle_time"),
+    ("rescan_interval", "watch.rescan_interval"),
+    ("ignore", "watch.ignore"),
+    ("on_complete", "watch.on_complete"),
+    ("done_dir", "watch.done_dir"),
+    ("reprocess_dead_letters", "watch.reprocess_dead_letters"),
+    ("reprocess_after", "watch.reprocess_after"),
+];
+
+/// Options of `watch` (and of `config`) that set `watch.*` keys.
+#[derive(Clone, Debug, Default, Args)]
+pub struct WatchOptions {
+    /// Time a file's size and modification time must stay the same before
+    /// it is taken [default: 5s]. A file renamed into the inbox is taken
+    /// at once. Key: watch.settle_time.
+    #[arg(long, env = "SLUICE_WATCH_SETTLE_TIME", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub settle_time: Option<Duration>,
+
+    /// Time between two listings of the inbox, which find files whose
+    /// events were missed [default: 10s]. Key: watch.rescan_interval.
+    #[arg(long, env = "SLUICE_WATCH_RESCAN_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub rescan_interval: Option<Duration>,
+
+    /// Glob pattern of file names to skip; repeat for more, or use
+    /// `{a,b}`. Replaces the default list [default: .* *.tmp *.part]. Key:
+    /// watch.ignore.
+    #[arg(long = "ignore", env = "SLUICE_WATCH_IGNORE", value_name = "PATTERN")]
+    pub ignore: Vec<String>,
+
+    /// Action for a completed file: `move` to the done directory,
+    /// `delete`, or `keep` [default: move]. Key: watch.on_complete.
+    #[arg(long, env = "SLUICE_WATCH_ON_COMPLETE", value_name = "ACTION")]
+    pub on_complete: Option<OnComplete>,
+
+    /// Directory that `move` puts completed files in [default: DIR/done].
+    /// Key: watch.done_dir.
+    #[arg(long, env = "SLUICE_WATCH_DONE_DIR", value_name = "DIR")]
+    pub done_dir: Option<PathBuf>,
+
+    /// Send dead-letter files again once the breaker is closed and no
+    /// request failed for watch.reprocess_after [default: false]. Key:
+    /// watch.reprocess_dead_letters.
+    #[arg(
+        long,
+        env = "SLUICE_WATCH_REPROCESS_DEAD_LETTERS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub reprocess_dead_letters: Option<bool>,
+
+    /// Time with the breaker closed and no failed request before
+    /// dead-letter files are sent again [default: 1m]. Key:
+    /// watch.reprocess_after.
+    #[arg(long, env = "SLUICE_WATCH_REPROCESS_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub reprocess_after: Option<Duration>,
+}
+
+impl WatchOptions {
+    /// Lays flags and environment variables over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        let watch = &mut config.watch;
+        if let Some(value) = self.settle_time {
+            watch.settle_time = value;
+        }
+        if let Some(value) = self.rescan_interval {
+            watch.rescan_interval = value;
+        }
+        if !self.ignore.is_empty() {
+            watch.ignore = self.ignore.clone();
+        }
+        if let Some(value) = self.on_complete {
+            watch.on_complete = value;
+        }
+        if self.done_dir.is_some() {
+            watch.done_dir = self.done_dir.clone();
+        }
+        if let Some(value) = self.reprocess_dead_letters {
+            watch.reprocess_dead_letters = value;
+        }
+        if let Some(value) = self.reprocess_after {
+            watch.reprocess_after = value;
+        }
+    }
+}
+
+/// Returns the configuration key of every option, of [`CommonArgs`] and
+/// [`WatchOptions`], by argument id.
+pub fn option_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    OPTION_KEYS.iter().chain(WATCH_OPTION_KEYS).copied()
+}
+
+/// Returns a command with the options of [`CommonArgs`] and
+/// [`WatchOptions`], for looking up their flags and variables.
+pub fn option_command() -> clap::Command {
+    let command = CommonArgs::augment_args(clap::Command::new("sluice"));
+    WatchOptions::augment_args(command)
+}
+
 /// The configuration key that each option of [`CommonArgs`] sets, by
 /// argument id (the field's name). `--config` and `--summary-json` set no
 /// key, and the two map options set one entry of their table each.
@@ -223,8 +354,8 @@ pub const OPTION_KEYS: &[(&str, &str)] = &[
     ("metrics_addr", "metrics.address"),
 ];
 
-/// Options shared by `run`, `reprocess`, `verify` and `config`.
-#[derive(Debug, Args)]
+/// Options shared by `run`, `reprocess`, `verify`, `watch` and `config`.
+#[derive(Clone, Debug, Args)]
 pub struct CommonArgs {
     /// TOML configuration file.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -498,8 +629,8 @@ mod tests {
 
     #[test]
     fn option_keys_name_every_common_option() {
-        let command = CommonArgs::augment_args(clap::Command::new("sluice"));
-        let keys: std::collections::BTreeMap<&str, &str> = OPTION_KEYS.iter().copied().collect();
+        let command = option_command();
+        let keys: std::collections::BTreeMap<&str, &str> = option_keys().collect();
         let mut seen = Vec::new();
 
         for arg in command.get_arguments() {
@@ -523,13 +654,12 @@ mod tests {
 
     #[test]
     fn reference_names_each_keys_flag_and_variable() {
-        let command = CommonArgs::augment_args(clap::Command::new("sluice"));
+        let command = option_command();
         for row in crate::config::tests::documented_rows() {
             let (key, flag, variable) = (&row[0], &row[4], &row[5]);
-            let id = OPTION_KEYS
-                .iter()
+            let id = option_keys()
                 .find(|(_, option_key)| option_key == key)
-                .map(|(id, _)| *id)
+                .map(|(id, _)| id)
                 .unwrap_or_else(|| panic!("{key} has no option in OPTION_KEYS"));
             let arg = command
                 .get_arguments()
@@ -554,6 +684,52 @@ mod tests {
                 None => assert_eq!(variable, "none", "variable of {key}"),
             }
         }
+    }
+
+    #[test]
+    fn watch_options_override_file_values() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "watch",
+            "--settle-time=250ms",
+            "--ignore=*.csv.gz",
+            "--ignore={a,b}",
+            "--on-complete=keep",
+            "--reprocess-dead-letters",
+            "inbox",
+        ])
+        .unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!("expected watch");
+        };
+        let mut config = Config::default();
+        config.watch.reprocess_after = Duration::from_secs(7);
+
+        args.watch.apply(&mut config);
+
+        assert_eq!(args.dir, PathBuf::from("inbox"));
+        assert_eq!(config.watch.settle_time, Duration::from_millis(250));
+        assert_eq!(config.watch.ignore, ["*.csv.gz", "{a,b}"]);
+        assert_eq!(config.watch.on_complete, OnComplete::Keep);
+        assert!(config.watch.reprocess_dead_letters);
+        assert_eq!(config.watch.reprocess_after, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn reprocess_dead_letters_takes_an_optional_value() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["sluice", "watch"].iter().chain(args)).unwrap();
+            let Command::Watch(args) = cli.command else {
+                panic!("expected watch");
+            };
+            args.watch.reprocess_dead_letters
+        };
+        assert_eq!(parse(&["inbox"]), None);
+        assert_eq!(parse(&["--reprocess-dead-letters", "inbox"]), Some(true));
+        assert_eq!(
+            parse(&["--reprocess-dead-letters=false", "inbox"]),
+            Some(false)
+        );
     }
 
     #[test]

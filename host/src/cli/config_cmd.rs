@@ -6,11 +6,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args as _, CommandFactory as _, FromArgMatches as _};
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _};
 use serde_json::Value;
 
 use super::args::{
-    Cli, CommonArgs, ConfigCheckArgs, ConfigCommand, ConfigShowArgs, ShowFormat, OPTION_KEYS,
+    option_command, option_keys, Cli, CommonArgs, ConfigCheckArgs, ConfigCommand, ConfigShowArgs,
+    ShowFormat, WatchOptions,
 };
 use super::{init_logging, load_config, load_plugin, Failure, Logging, EXIT_USAGE};
 use crate::config::provenance::{self, Layer, Source, Traced, MAP_KEYS};
@@ -56,9 +57,9 @@ enum PluginCheck {
 }
 
 fn check(logging: &Logging, args: &ConfigCheckArgs, matches: &ArgMatches) -> Result<u8, Failure> {
-    let config = load_config(&args.common)?;
+    let config = load_config(&args.common, Some(&args.watch))?;
     init_logging(logging, None)?;
-    let sources = trace_layers(&args.common, matches)?;
+    let sources = trace_layers(&args.common, &args.watch, matches)?;
     let mut problems = Vec::new();
 
     let settings = match config.validate(|name| std::env::var(name).ok()) {
@@ -154,7 +155,7 @@ fn describe(source: &Source, common: &CommonArgs) -> String {
 }
 
 fn show(args: &ConfigShowArgs, matches: &ArgMatches) -> Result<u8, Failure> {
-    let mut traced = trace_layers(&args.common, matches)?;
+    let mut traced = trace_layers(&args.common, &args.watch, matches)?;
     for (key, entry) in &mut traced {
         mask(key, &mut entry.value);
     }
@@ -175,6 +176,7 @@ fn show(args: &ConfigShowArgs, matches: &ArgMatches) -> Result<u8, Failure> {
 /// the `SLUICE_*` variables alone.
 fn trace_layers(
     common: &CommonArgs,
+    watch: &WatchOptions,
     matches: &ArgMatches,
 ) -> Result<BTreeMap<String, Traced>, Failure> {
     let defaults = with_default_dirs(Config::default());
@@ -199,9 +201,11 @@ fn trace_layers(
         .map_err(Failure::usage)?;
     let env_matches = leaf_matches(&env_matches, "show");
     let env_args = CommonArgs::from_arg_matches(env_matches).map_err(Failure::usage)?;
+    let env_watch = WatchOptions::from_arg_matches(env_matches).map_err(Failure::usage)?;
     let variables: Vec<(String, String)> = std::env::vars().collect();
     apply_env_maps(&mut config, variables.clone());
     env_args.apply(&mut config);
+    env_watch.apply(&mut config);
     let mut set = BTreeMap::new();
     for (key, variable) in option_variables() {
         if is_set(env_matches, &key, ValueSource::EnvVariable) {
@@ -220,8 +224,9 @@ fn trace_layers(
     };
 
     common.apply(&mut config);
+    watch.apply(&mut config);
     let mut set = BTreeMap::new();
-    for &(_, key) in OPTION_KEYS {
+    for (_, key) in option_keys() {
         if !MAP_KEYS.contains(&key) && is_set(matches, key, ValueSource::CommandLine) {
             set.insert(key.to_owned(), Source::Flag);
         }
@@ -243,8 +248,7 @@ fn trace_layers(
 
 /// Returns whether the option that sets `key` took its value from `source`.
 fn is_set(matches: &ArgMatches, key: &str, source: ValueSource) -> bool {
-    OPTION_KEYS
-        .iter()
+    option_keys()
         .filter(|(_, option_key)| *option_key == key)
         .any(|(id, _)| matches.value_source(id) == Some(source))
 }
@@ -252,9 +256,9 @@ fn is_set(matches: &ArgMatches, key: &str, source: ValueSource) -> bool {
 /// Returns each key that an option with a variable sets, with the
 /// variable's name.
 fn option_variables() -> Vec<(String, String)> {
-    let command = CommonArgs::augment_args(clap::Command::new("sluice"));
+    let command = option_command();
     let mut variables = Vec::new();
-    for &(id, key) in OPTION_KEYS {
+    for (id, key) in option_keys() {
         let arg = command.get_arguments().find(|arg| arg.get_id() == id);
         if let Some(variable) = arg.and_then(|arg| arg.get_env()) {
             variables.push((key.to_owned(), variable.to_string_lossy().into_owned()));
@@ -288,7 +292,7 @@ fn with_default_dirs(mut config: Config) -> Config {
 }
 
 /// Hides header values and the endpoint URL's password.
-fn mask(key: &str, value: &mut Value) {
+pub(super) fn mask(key: &str, value: &mut Value) {
     if key.starts_with("http.headers.") {
         *value = Value::String(MASK.to_owned());
     } else if key == "endpoint" {

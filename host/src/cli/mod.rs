@@ -8,10 +8,13 @@
 //! `run --dry-run` exits with 0 when every record maps to a request, 3
 //! when some are malformed or unmappable, and 1 or 2 as a run does.
 //! `config check` exits with 0 when the configuration is valid and 2 when
-//! it is not.
+//! it is not. `watch` runs until SIGINT or SIGTERM and then exits with 130
+//! or 143; it exits with 2 for usage errors, and with 1 when a dead-letter
+//! file or the ledger cannot be written.
 
 mod args;
 mod config_cmd;
+mod watch_cmd;
 
 use std::io::{BufWriter, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
@@ -25,7 +28,9 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use self::args::RunArgs;
-pub use self::args::{Cli, Command, CommonArgs, ConfigCommand, LogFormat, PluginCommand};
+pub use self::args::{
+    Cli, Command, CommonArgs, ConfigCommand, LogFormat, PluginCommand, WatchArgs, WatchOptions,
+};
 use crate::config::{apply_env_maps, Config, Settings};
 use crate::dry_run::{Format, Options as DryRunOptions};
 use crate::metrics::Metrics;
@@ -97,6 +102,7 @@ pub fn main() -> ExitCode {
             ingest(&logging, &args.common, inputs, false)
         }
         Command::Verify(args) => verify(&logging, &args.common, &args.files),
+        Command::Watch(args) => watch_cmd::run(&logging, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -142,21 +148,40 @@ fn load_plugin(path: &Path, limits: PluginLimits) -> Result<Plugin, Failure> {
 }
 
 /// Builds the configuration from the defaults, the `--config` file, the
-/// `SLUICE_*` variables and the flags, in that order.
-fn load_config(common: &CommonArgs) -> Result<Config, Failure> {
+/// `SLUICE_*` variables and the flags, in that order. `watch` are the
+/// options of the commands that take `watch.*` flags.
+fn load_config(common: &CommonArgs, watch: Option<&WatchOptions>) -> Result<Config, Failure> {
     let mut config = match &common.config {
         Some(path) => Config::from_file(path).map_err(Failure::usage)?,
         None => Config::default(),
     };
     apply_env_maps(&mut config, std::env::vars());
     common.apply(&mut config);
+    if let Some(watch) = watch {
+        watch.apply(&mut config);
+    }
     Ok(config)
 }
 
 fn load_settings(common: &CommonArgs) -> Result<Settings, Failure> {
-    load_config(common)?
+    validate(&load_config(common, None)?)
+}
+
+/// Validates a configuration against the process's environment.
+fn validate(config: &Config) -> Result<Settings, Failure> {
+    config
         .validate(|name| std::env::var(name).ok())
         .map_err(Failure::usage)
+}
+
+/// Loads the plugin that `settings` name and hands it `plugin.config`.
+fn configured_plugin(settings: &Settings) -> Result<Plugin, Failure> {
+    let mut plugin = load_plugin(&settings.plugin_path, settings.plugin_limits)?;
+    match plugin.configure(settings.plugin_config.clone()) {
+        Ok(()) => Ok(plugin),
+        Err(err @ PluginError::Config { .. }) => Err(Failure::usage(err)),
+        Err(err) => Err(Failure::other(err)),
+    }
 }
 
 /// Runs `sluice run --dry-run`: the records go to stdout or to
@@ -445,17 +470,36 @@ fn serve_metrics(
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM and signals the run to stop: reading stops,
-/// requests on the wire finish or time out, and the ledger and dead
-/// letters are flushed. A second signal exits at once; the ledger is still
-/// consistent then, because every write of it is atomic.
-async fn watch_signals(stop: watch::Sender<bool>, signal: Arc<Mutex<Option<&'static str>>>) {
+/// Takes over SIGINT and SIGTERM at once, and returns a future that waits
+/// for them and signals the run to stop: reading stops, requests on the
+/// wire finish or time out, and the ledger and dead letters are flushed. A
+/// second signal exits at once; the ledger is still consistent then,
+/// because every write of it is atomic. Must be called on the runtime.
+fn watch_signals(
+    stop: watch::Sender<bool>,
+    signal: Arc<Mutex<Option<&'static str>>>,
+) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal as unix_signal, SignalKind};
-    let Ok(mut terminate) = unix_signal(SignalKind::terminate()) else {
-        return;
-    };
+    let handlers = (
+        unix_signal(SignalKind::interrupt()),
+        unix_signal(SignalKind::terminate()),
+    );
+    async move {
+        let (Ok(interrupt), Ok(terminate)) = handlers else {
+            return;
+        };
+        stop_on_signals(stop, signal, interrupt, terminate).await;
+    }
+}
+
+async fn stop_on_signals(
+    stop: watch::Sender<bool>,
+    signal: Arc<Mutex<Option<&'static str>>>,
+    mut interrupt: tokio::signal::unix::Signal,
+    mut terminate: tokio::signal::unix::Signal,
+) {
     let first = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
     };
     *signal.lock().expect("not poisoned") = Some(first);
@@ -465,7 +509,7 @@ async fn watch_signals(stop: watch::Sender<bool>, signal: Arc<Mutex<Option<&'sta
     );
     let _ = stop.send(true);
     let second = tokio::select! {
-        _ = tokio::signal::ctrl_c() => 130,
+        _ = interrupt.recv() => 130,
         _ = terminate.recv() => 143,
     };
     eprintln!("error: stopped at once by a second signal");

@@ -10,6 +10,7 @@
 mod env;
 mod file;
 pub mod provenance;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +28,7 @@ use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::RetryPolicy;
 
 pub use env::{apply_env_maps, env_map_key, expand_env};
+pub use watch::{OnComplete, WatchConfig, WatchSettings, DEFAULT_DONE_DIR_NAME};
 
 /// Default number of requests in flight.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -87,6 +89,8 @@ pub struct Config {
     pub input: InputConfig,
     /// Idempotency key settings.
     pub idempotency: IdempotencyConfig,
+    /// Settings of `sluice watch`.
+    pub watch: WatchConfig,
     /// Metrics and health check settings.
     pub metrics: MetricsConfig,
 }
@@ -95,7 +99,7 @@ pub struct Config {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address, as `IP:PORT`, on which `run` and `reprocess` serve
+    /// Address, as `IP:PORT`, on which `run`, `reprocess` and `watch` serve
     /// Prometheus metrics at `/metrics` and health checks at `/healthz`
     /// and `/readyz`. Unset means no server.
     pub address: Option<String>,
@@ -366,6 +370,7 @@ pub struct Settings {
     pub chunk_size: NonZeroUsize,
     /// The address for metrics and health checks, if any.
     pub metrics_address: Option<SocketAddr>,
+    pub watch: WatchSettings,
 }
 
 /// Validated HTTP client settings.
@@ -575,6 +580,7 @@ impl Config {
                 }
             },
         };
+        let watch = self.watch.validate(&mut problem);
 
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
@@ -585,7 +591,9 @@ impl Config {
         else {
             unreachable!("missing values are reported as problems");
         };
-        let (Some(failure_threshold), Some(chunk_size)) = (failure_threshold, chunk_size) else {
+        let (Some(failure_threshold), Some(chunk_size), Some(watch)) =
+            (failure_threshold, chunk_size, watch)
+        else {
             unreachable!("invalid values are reported as problems");
         };
 
@@ -633,6 +641,7 @@ impl Config {
             },
             chunk_size,
             metrics_address,
+            watch,
         })
     }
 }

@@ -122,6 +122,7 @@ impl State {
 
 #[derive(Debug)]
 struct Inner {
+    settings: BreakerSettings,
     state: State,
     openings: u64,
     // When `state` last changed its public state.
@@ -131,7 +132,6 @@ struct Inner {
 /// A circuit breaker that async tasks wait on.
 #[derive(Debug)]
 pub struct Breaker {
-    settings: BreakerSettings,
     inner: Mutex<Inner>,
     // Bumped on every transition so that waiters wake up and look again.
     changes: watch::Sender<u64>,
@@ -146,8 +146,8 @@ impl Breaker {
     /// Creates a closed breaker.
     pub fn new(settings: BreakerSettings) -> Breaker {
         Breaker {
-            settings,
             inner: Mutex::new(Inner {
+                settings,
                 state: State::Closed { failures: 0 },
                 openings: 0,
                 changed_at: Instant::now(),
@@ -159,6 +159,12 @@ impl Breaker {
     /// Returns the current state.
     pub fn state(&self) -> BreakerState {
         self.lock().state.public()
+    }
+
+    /// Returns whether the breaker is open and its open time has not
+    /// passed, so that [`Breaker::wait_until_not_open`] would wait.
+    pub fn is_open(&self) -> bool {
+        matches!(self.lock().state, State::Open { until } if Instant::now() < until)
     }
 
     /// Returns how many times the breaker has opened, counting reopenings
@@ -182,6 +188,14 @@ impl Breaker {
             next_probe_in,
             openings: inner.openings,
         }
+    }
+
+    /// Replaces the settings and keeps the state. An open breaker keeps
+    /// the reopening time it was given. The new open duration applies from
+    /// the next opening, and the new threshold from the next request that
+    /// runs out of retries.
+    pub fn reconfigure(&self, settings: BreakerSettings) {
+        self.lock().settings = settings;
     }
 
     /// Waits until a request may be sent and returns its role.
@@ -271,7 +285,7 @@ impl Breaker {
     pub fn record_exhausted(&self, role: Role) -> (Exhausted, Option<Transition>) {
         let mut inner = self.lock();
         let open = State::Open {
-            until: Instant::now() + self.settings.open_duration,
+            until: Instant::now() + inner.settings.open_duration,
         };
         match (role, &inner.state) {
             (Role::Probe, State::HalfOpen { .. }) => {
@@ -280,7 +294,7 @@ impl Breaker {
             }
             (_, State::Closed { failures }) => {
                 let failures = failures + 1;
-                if failures >= self.settings.failure_threshold.get() {
+                if failures >= inner.settings.failure_threshold.get() {
                     inner.openings += 1;
                     (Exhausted::DeadLetter, self.set(&mut inner, open))
                 } else {
@@ -522,6 +536,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn reconfigure_keeps_state() {
+        let breaker = breaker(1);
+        open(&breaker, 1).await;
+
+        breaker.reconfigure(BreakerSettings {
+            failure_threshold: NonZeroU32::new(2).unwrap(),
+            open_duration: Duration::from_secs(3),
+        });
+
+        assert_eq!(breaker.state(), BreakerState::Open);
+        let start = Instant::now();
+        let probe = breaker.admit(Role::Normal).await.role;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        breaker.record_success(probe);
+        breaker.record_exhausted(Role::Normal);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        breaker.record_exhausted(Role::Normal);
+        assert_eq!(breaker.state(), BreakerState::Open);
+        let reopened = Instant::now();
+        breaker.wait_until_not_open().await;
+        assert_eq!(reopened.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn reading_waits_only_while_open() {
         let breaker = breaker(1);
         let start = Instant::now();
@@ -529,7 +567,10 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
 
         open(&breaker, 1).await;
+        assert!(breaker.is_open());
         breaker.wait_until_not_open().await;
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.state(), BreakerState::Open);
     }
 }

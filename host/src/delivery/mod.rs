@@ -134,6 +134,8 @@ pub trait InFlight: Send + Sync {
     /// Counts a retry that is about to go on the wire, by the fault of the
     /// attempt before it.
     fn retrying(&self, _cause: &Fault) {}
+    /// Counts an attempt that ended in a transient fault.
+    fn transient_fault(&self) {}
 }
 
 /// Sends requests through one connection pool, concurrency limit and
@@ -291,6 +293,7 @@ impl Sender {
                 let outcome = Outcome::Rejected(fault);
                 return Delivery { outcome, attempts };
             }
+            self.in_flight.transient_fault();
 
             if round < max_attempts {
                 let backoff_delay = backoff.next().unwrap_or(self.retry.backoff.max);

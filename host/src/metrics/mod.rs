@@ -176,10 +176,10 @@ impl PluginCallTimes {
 /// [`crate::pipeline::Pipeline::run`] adds its inputs to `pending` when it
 /// starts and moves each to `active` and then to `done`. A file that a
 /// signal interrupts goes back to `pending`, because the next run resumes
-/// it. Code that queues files before it hands them to a pipeline, such as
-/// a command that watches a directory, counts them in `pending` itself
-/// and takes them out again when it hands them over. The gauges share
-/// their value with their clones.
+/// it. `sluice watch` sets `pending` to the inbox files that wait, not
+/// counting the one it hands to the pipeline, and `stopped` to the files
+/// that stopped early and wait for a change. The gauges share their value
+/// with their clones.
 #[derive(Clone, Debug, Default)]
 pub struct FileGauges {
     /// Files waiting to be ingested.
@@ -188,6 +188,9 @@ pub struct FileGauges {
     pub active: Gauge,
     /// Files that the pipeline finished, whatever their outcome.
     pub done: Gauge,
+    /// `sluice watch`: files that stopped early and stay in the inbox
+    /// until they change or the process restarts.
+    pub stopped: Gauge,
 }
 
 /// The metrics of one process, ready to encode.
@@ -486,6 +489,7 @@ impl Collector for Sources {
             ("pending", &gauges.pending),
             ("active", &gauges.active),
             ("done", &gauges.done),
+            ("stopped", &gauges.stopped),
         ] {
             let labels = [("state", label)];
             gauge.encode(files.encode_family(&labels)?)?;

@@ -157,6 +157,7 @@ fn exposition_reports_every_metric_with_its_value() {
     counters.files.pending.set(2);
     counters.files.active.set(1);
     counters.files.done.set(4);
+    counters.files.stopped.set(3);
     let metrics = Metrics::new(counters, dir.path());
     metrics.watch_breaker(open_breaker());
 
@@ -193,6 +194,7 @@ fn exposition_reports_every_metric_with_its_value() {
     assert_eq!(files("pending"), 2.0);
     assert_eq!(files("active"), 1.0);
     assert_eq!(files("done"), 4.0);
+    assert_eq!(files("stopped"), 3.0);
 
     let request = |suffix: &str, labels: &[(&str, &str)]| {
         exposition.value(&format!("sluice_request_duration_seconds{suffix}"), labels)

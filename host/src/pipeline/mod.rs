@@ -53,7 +53,8 @@ pub enum InputKind {
     },
 }
 
-/// Shared state of one run.
+/// Shared state of one run: the plugin, the HTTP client, the circuit
+/// breaker and the ledger, for one or more calls of [`Pipeline::run`].
 pub struct Pipeline {
     settings: Settings,
     plugin: Arc<Plugin>,
@@ -61,12 +62,38 @@ pub struct Pipeline {
     breaker: Arc<Breaker>,
     counters: Arc<Counters>,
     ledger: Ledger,
-    // Keys that a file of this run sent to a dead-letter or rejected file.
-    held: std::sync::Mutex<HashMap<String, dead_letter::Kind>>,
     force: bool,
     shutdown: watch::Receiver<bool>,
+}
+
+/// One call of [`Pipeline::run`]: the name its dead-letter files carry,
+/// and the keys its files sent to a dead-letter or rejected file.
+struct Round {
     run_id: String,
     started_millis: u64,
+    held: HashMap<String, dead_letter::Kind>,
+}
+
+impl Round {
+    fn new() -> Round {
+        let started_millis = dead_letter::unique_millis();
+        Round {
+            run_id: dead_letter::run_id_at(started_millis),
+            started_millis,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Returns a short suffix that sorts by round start time, then by
+    /// input index: base-36 milliseconds since the Unix epoch and the
+    /// index, both fixed-width.
+    fn suffix(&self, index: usize) -> String {
+        format!(
+            "{}{}",
+            base36(self.started_millis, 9),
+            base36(index as u64, 3)
+        )
+    }
 }
 
 impl Pipeline {
@@ -79,14 +106,31 @@ impl Pipeline {
     /// Fails when the HTTP client cannot be built.
     pub fn new(
         settings: Settings,
+        plugin: Plugin,
+        counters: Arc<Counters>,
+        shutdown: watch::Receiver<bool>,
+        force: bool,
+    ) -> anyhow::Result<Self> {
+        let breaker = Arc::new(Breaker::new(settings.breaker));
+        Pipeline::with_breaker(settings, plugin, breaker, counters, shutdown, force)
+    }
+
+    /// Prepares a run as [`Pipeline::new`] does, with a circuit breaker
+    /// that outlives it, as when `sluice watch` reloads its configuration.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the HTTP client cannot be built.
+    pub fn with_breaker(
+        settings: Settings,
         mut plugin: Plugin,
+        breaker: Arc<Breaker>,
         counters: Arc<Counters>,
         shutdown: watch::Receiver<bool>,
         force: bool,
     ) -> anyhow::Result<Self> {
         plugin.time_calls(counters.plugin_calls.clone());
         let plugin = Arc::new(plugin);
-        let breaker = Arc::new(Breaker::new(settings.breaker));
         let options = SenderOptions {
             classifier: Some(Arc::new(Classifier::new(plugin.clone()))),
             idempotency_header: settings.idempotency.as_ref().map(|(name, _)| name.clone()),
@@ -101,7 +145,6 @@ impl Pipeline {
         )?;
         Ok(Pipeline {
             ledger: Ledger::new(&settings.state_dir),
-            held: std::sync::Mutex::new(HashMap::new()),
             settings,
             plugin,
             sender: Arc::new(sender),
@@ -109,22 +152,7 @@ impl Pipeline {
             counters,
             force,
             shutdown,
-            run_id: dead_letter::new_run_id(),
-            started_millis: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_millis() as u64),
         })
-    }
-
-    /// Returns a short suffix that sorts by run start time, then by input
-    /// index: base-36 milliseconds since the Unix epoch and the index, both
-    /// fixed-width.
-    fn round_suffix(&self, index: usize) -> String {
-        format!(
-            "{}{}",
-            base36(self.started_millis, 9),
-            base36(index as u64, 3)
-        )
     }
 
     /// Returns the run's circuit breaker.
@@ -132,8 +160,24 @@ impl Pipeline {
         &self.breaker
     }
 
+    /// Returns the settings the pipeline runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Returns the progress ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     /// Ingests every input in order and reports on each, until the inputs
     /// end or the run is stopped.
+    ///
+    /// Each call writes dead-letter files under a run id of its own, so
+    /// that `sluice watch` can call it once per file. When a file of the
+    /// call sends a key to a dead-letter or rejected file, the key's
+    /// records in the call's later files follow it there. A later call
+    /// reads such keys from the dead-letter directory instead.
     ///
     /// # Errors
     ///
@@ -142,6 +186,7 @@ impl Pipeline {
     pub async fn run(&self, inputs: &[Input]) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
+        let mut round = Round::new();
         // Records already waiting in dead-letter files, from earlier runs.
         // A newer value of their keys must not reach the API before they do.
         let pending = dead_letter::pending(&self.settings.dead_letter_dir)?;
@@ -158,7 +203,9 @@ impl Pipeline {
             }
             files.pending.dec();
             files.active.inc();
-            let file = self.run_file(input, index, inputs, &pending).await;
+            let file = self
+                .run_file(input, index, inputs, &pending, &mut round)
+                .await;
             files.active.dec();
             let file = file?;
             // The next run resumes an interrupted file.
@@ -191,6 +238,7 @@ impl Pipeline {
         index: usize,
         inputs: &[Input],
         pending: &[dead_letter::PendingRecord],
+        round: &mut Round,
     ) -> anyhow::Result<FileReport> {
         let span = tracing::info_span!("file", file = %input.path.display());
         let mut report = FileReport {
@@ -254,14 +302,14 @@ impl Pipeline {
             }
         };
         let run_id = match &input.kind {
-            InputKind::Source => format!("{}-{index:04}", self.run_id),
+            InputKind::Source => format!("{}-{index:04}", round.run_id),
             // A file written while reprocessing sorts right after its
             // input, and after the outputs of inputs that sorted before it,
             // so replaying the directory keeps every key's records in their
             // original order. The suffix is short because each round that
             // fails again adds one.
             InputKind::DeadLetter { name, .. } => {
-                format!("{}~{}", name.run_id, self.round_suffix(index))
+                format!("{}~{}", name.run_id, round.suffix(index))
             }
         };
         let separator = self.plugin.info().record_separator.clone();
@@ -294,7 +342,7 @@ impl Pipeline {
 
         let mut held = older_pending_keys(input, inputs, &input_name, &fingerprint, pending);
         let from_earlier_runs = held.len();
-        held.extend(self.held.lock().expect("not poisoned").clone());
+        held.extend(round.held.clone());
         span.in_scope(|| {
             tracing::debug!(
                 from_earlier_runs,
@@ -327,7 +375,7 @@ impl Pipeline {
         // The reader ends once the channel closes; a panic there is a bug.
         reader.await.expect("the reader thread panicked");
         let (report, held) = result?;
-        self.held.lock().expect("not poisoned").extend(held);
+        round.held.extend(held);
 
         span.in_scope(|| {
             tracing::info!(
