@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod pocketbase;
+pub mod prometheus;
 
 /// Returns the workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use sluice_target::{read_posts, read_resources, start, RunningTarget, TargetConfig};
+use sluice_tests::prometheus::Scrape;
 use sluice_tests::{dead_letter_files, write_file, Sluice};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use wiremock::matchers::method;
@@ -611,6 +612,22 @@ fn unused_address() -> std::net::SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// Fetches `path` from the metrics server at `address` and returns the
+/// status and body.
+async fn fetch(address: &str, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{address}{path}"))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+async fn scrape(address: &str) -> Scrape {
+    let (status, body) = fetch(address, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    Scrape::parse(&body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_holds_files_then_reprocesses() {
     let dir = tempfile::tempdir().unwrap();
@@ -620,6 +637,7 @@ async fn outage_holds_files_then_reprocesses() {
     let endpoint = format!("http://{address}");
     let watching = Watching::start(
         watch(dir.path(), &endpoint)
+            .arg("--metrics-addr=127.0.0.1:0")
             .arg("--max-retries=1")
             .arg("--failure-threshold=2")
             .arg("--open-duration=1500ms")
@@ -659,6 +677,38 @@ async fn outage_holds_files_then_reprocesses() {
         .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(watching.count("ingesting file", Some(&second)), 0);
+
+    // While the breaker is open, the metrics and readiness say so, and no
+    // file is active.
+    let serving = watching
+        .wait_for(
+            "serving metrics at /metrics and health checks at /healthz and /readyz",
+            None,
+            1,
+        )
+        .await;
+    let metrics = serving["address"].as_str().expect("the bound address");
+    let (status, body) = fetch(metrics, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("state: open"), "{body}");
+    let (status, _) = fetch(metrics, "/healthz").await;
+    assert_eq!(status, 200);
+    let during = scrape(metrics).await;
+    assert_eq!(
+        during.value("sluice_breaker_state", &[("state", "open")]),
+        1.0
+    );
+    assert_eq!(
+        during.value("sluice_breaker_state", &[("state", "closed")]),
+        0.0
+    );
+    assert_eq!(during.count("sluice_breaker_openings_total"), 1);
+    assert_eq!(during.value("sluice_files", &[("state", "active")]), 0.0);
+    assert_eq!(during.value("sluice_files", &[("state", "pending")]), 1.0);
+    assert_eq!(during.count("sluice_dead_letter_records"), 2);
+    assert_eq!(during.count("sluice_records_dead_lettered_total"), 2);
+    assert_eq!(during.count("sluice_records_delivered_total"), 0);
+
     let target = start(TargetConfig {
         addr: address,
         ..TargetConfig::new(&db)
@@ -673,6 +723,22 @@ async fn outage_holds_files_then_reprocesses() {
     watching
         .wait_for("dead-letter reprocessing done", None, 1)
         .await;
+
+    // After recovery: ready again, nothing waiting, every record counted.
+    let (status, body) = fetch(metrics, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let after = scrape(metrics).await;
+    assert_eq!(
+        after.value("sluice_breaker_state", &[("state", "closed")]),
+        1.0
+    );
+    assert_eq!(after.count("sluice_dead_letter_records"), 0);
+    assert_eq!(after.value("sluice_files", &[("state", "pending")]), 0.0);
+    assert_eq!(after.value("sluice_files", &[("state", "active")]), 0.0);
+    // III from the second file, then GGG v1, HHH and GGG v2 from the
+    // dead letters.
+    assert_eq!(after.count("sluice_records_delivered_total"), 4);
+    assert_eq!(after.count("sluice_records_dead_lettered_total"), 3);
     let stopped = watching.stop().await;
 
     let held_for = logged_at(&started).duration_since(logged_at(&opened));

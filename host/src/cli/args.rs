@@ -490,8 +490,8 @@ pub struct CommonArgs {
     pub progress: Option<ProgressMode>,
 
     /// Serve Prometheus metrics at /metrics and health checks at /healthz
-    /// and /readyz on this IP:PORT while `run` or `reprocess` runs, such as
-    /// 127.0.0.1:9464. Key: metrics.address.
+    /// and /readyz on this IP:PORT while `run`, `reprocess` or `watch`
+    /// runs, such as 127.0.0.1:9464. Key: metrics.address.
     #[arg(long, env = "SLUICE_METRICS_ADDRESS", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 
