@@ -1116,3 +1116,78 @@ async fn sigterm_drains_then_restart_resumes() {
     codes.dedup();
     assert_eq!(codes.len(), 40, "every row arrived");
 }
+
+#[tokio::test]
+async fn file_replaced_while_read_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = inbox(dir.path());
+    let (server, codes) = slow_server(Duration::from_millis(100)).await;
+    let watching = Watching::start(
+        watch(dir.path(), &server.uri())
+            .arg("--concurrency=1")
+            .arg(inbox.display().to_string()),
+    )
+    .await;
+    let first: String = (0..10).map(|n| format!("A{n:02},first {n}\n")).collect();
+    let path = rename_in(&inbox, "daily.csv", &format!("iata,name\n{first}"));
+    watching.wait_for("ingesting file", Some(&path), 1).await;
+    // The writer renames the next day's file over the one being read.
+    let second: String = (0..3).map(|n| format!("B{n:02},second {n}\n")).collect();
+    rename_in(&inbox, "daily.csv", &format!("iata,name\n{second}"));
+
+    watching
+        .wait_for("file changed while it was read, by a writer that was not done or by another file renamed over it; it stays in the inbox and is read again from the start once it settles. Write files under an ignored name such as NAME.part and rename them into the inbox when complete", Some(&path), 1)
+        .await;
+    watching
+        .wait_for("file moved to the done directory", Some(&path), 1)
+        .await;
+    watching.stop().await;
+
+    let mut sent = codes.lock().unwrap().clone();
+    sent.sort();
+    let mut expected: Vec<String> = (0..10).map(|n| format!("A{n:02}")).collect();
+    expected.extend((0..3).map(|n| format!("B{n:02}")));
+    assert_eq!(sent, expected, "both files were sent, each once");
+    let done = std::fs::read_to_string(inbox.join("done").join("daily.csv")).unwrap();
+    assert!(done.contains("B02,second 2"), "{done}");
+    assert_eq!(names_in(&inbox), ["done"]);
+}
+
+#[tokio::test]
+async fn file_removed_while_read_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = inbox(dir.path());
+    let (server, codes) = slow_server(Duration::from_millis(100)).await;
+    let watching = Watching::start(
+        watch(dir.path(), &server.uri())
+            .arg("--concurrency=1")
+            .arg(inbox.display().to_string()),
+    )
+    .await;
+    let rows: String = (0..6).map(|n| format!("C{n:02},gone {n}\n")).collect();
+    let path = rename_in(&inbox, "gone.csv", &format!("iata,name\n{rows}"));
+    watching.wait_for("ingesting file", Some(&path), 1).await;
+    std::fs::remove_file(&path).unwrap();
+
+    watching
+        .wait_for(
+            "file removed from the inbox while it was read; every record it held when read is handled",
+            Some(&path),
+            1,
+        )
+        .await;
+    let stopped = watching.stop().await;
+
+    assert_eq!(
+        codes.lock().unwrap().len(),
+        6,
+        "the open file was read to its end"
+    );
+    let errors = stopped
+        .log
+        .iter()
+        .filter(|line| line["level"] == "ERROR")
+        .count();
+    assert_eq!(errors, 0, "{}", render(&stopped.log));
+    assert_eq!(names_in(&inbox.join("done")), Vec::<String>::new());
+}

@@ -376,7 +376,9 @@ impl Service {
             return Ok(());
         }
         if file.completed {
-            self.complete(path, stamp, false);
+            if self.unchanged_since_taken(path, stamp) {
+                self.complete(path, stamp, false);
+            }
             return Ok(());
         }
         if !path.exists() {
@@ -396,6 +398,43 @@ impl Service {
         self.report.files_stopped += 1;
         self.inbox.set_state(path, stamp, State::Stopped, now);
         Ok(())
+    }
+
+    /// Returns whether `path` still holds the file that was taken with
+    /// `stamp`, so that completing it moves or deletes the file that was
+    /// read. A file removed while it was read is forgotten. A file that a
+    /// writer extended, or that another file replaced by a rename, stays
+    /// in the inbox and is taken again as a new file once it settles.
+    fn unchanged_since_taken(&mut self, path: &Path, stamp: Stamp) -> bool {
+        let current = match std::fs::metadata(path) {
+            Ok(metadata) => Stamp::of(&metadata),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(
+                    file = %path.display(),
+                    "file removed from the inbox while it was read; every record it held when \
+                     read is handled"
+                );
+                self.inbox.forget(path);
+                if let Err(err) = self.pipeline.ledger().remove(path) {
+                    tracing::warn!(file = %path.display(), error = %err, "cannot remove the file's ledger entry");
+                }
+                return false;
+            }
+            // Moving or deleting reports any other error.
+            Err(_) => return true,
+        };
+        if current == stamp {
+            return true;
+        }
+        tracing::warn!(
+            file = %path.display(),
+            "file changed while it was read, by a writer that was not done or by another file \
+             renamed over it; it stays in the inbox and is read again from the start once it \
+             settles. Write files under an ignored name such as NAME.part and rename them into \
+             the inbox when complete"
+        );
+        self.inbox.forget(path);
+        false
     }
 
     /// Returns whether the ledger shows the file, with its current
