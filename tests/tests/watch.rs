@@ -1191,3 +1191,50 @@ async fn file_removed_while_read_is_not_an_error() {
     assert_eq!(errors, 0, "{}", render(&stopped.log));
     assert_eq!(names_in(&inbox.join("done")), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn dead_letters_retire_after_many_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = inbox(dir.path());
+    let (target, db) = target(dir.path()).await;
+    let dead_letters = dir.path().join("dead-letters");
+    std::fs::create_dir(&dead_letters).unwrap();
+    // Written by hand, as eight failed rounds would have named them.
+    let worn = "airports.r0~a~b~c~d~e~f~g~h.dead.csv";
+    write_file(&dead_letters, worn, "iata,name\nWWW,Worn\n");
+    write_file(
+        &dead_letters,
+        "airports.r1.dead.csv",
+        "iata,name\nFFF,Fresh\n",
+    );
+    let watching = Watching::start(
+        watch(dir.path(), &target.url())
+            .arg("--reprocess-dead-letters")
+            .arg("--reprocess-after=200ms")
+            .arg(inbox.display().to_string()),
+    )
+    .await;
+
+    // The service names dead-letter files as the working directory sees
+    // them.
+    let named = Path::new("dead-letters").join(worn);
+    watching
+        .wait_for(
+            "dead-letter file failed every automatic reprocessing round; watch no longer sends it, and later records of its keys are held behind it. Fix the cause its sidecar names, then run sluice reprocess on the dead-letter directory",
+            Some(&named),
+            1,
+        )
+        .await;
+    watching
+        .wait_for("dead-letter reprocessing done", None, 1)
+        .await;
+    // No further round starts for the retired file alone.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stopped = watching.stop().await;
+
+    assert_eq!(read_resources(&db).unwrap(), airports(&[("FFF", "Fresh")]));
+    assert!(dead_letters.join(worn).exists(), "the retired file stays");
+    let rounds = stopped.summary["reprocess_rounds"].as_u64();
+    assert_eq!(rounds, Some(1), "{}", render(&stopped.log));
+    target.shutdown().await;
+}

@@ -559,6 +559,25 @@ impl Service {
                 return Ok(());
             }
         };
+        // Each round that fails again lengthens a file's name, so a record
+        // that always fails would at last make a name too long to create.
+        let (inputs, retired): (Vec<Input>, Vec<Input>) = inputs
+            .into_iter()
+            .partition(|input| automatic_rounds(&input.path) < MAX_AUTOMATIC_ROUNDS);
+        for input in &retired {
+            tracing::warn!(
+                file = %input.path.display(),
+                rounds = MAX_AUTOMATIC_ROUNDS,
+                "dead-letter file failed every automatic reprocessing round; watch no longer \
+                 sends it, and later records of its keys are held behind it. Fix the cause its \
+                 sidecar names, then run sluice reprocess on the dead-letter directory"
+            );
+        }
+        let retired: Vec<PathBuf> = retired.into_iter().map(|input| input.path).collect();
+        if inputs.is_empty() {
+            self.stuck_dead_letters = listed;
+            return Ok(());
+        }
         let breaker = self.pipeline.breaker().state();
         tracing::info!(
             files = inputs.len(),
@@ -592,7 +611,7 @@ impl Service {
         let left = dead_letter::list_dir(&dead_letter_dir, false).unwrap_or_default();
         self.stuck_dead_letters = left
             .into_iter()
-            .filter(|file| inputs.iter().any(|input| input.path == *file))
+            .filter(|file| retired.contains(file) || inputs.iter().any(|input| input.path == *file))
             .collect();
         Ok(())
     }
@@ -609,6 +628,17 @@ impl Service {
         // ignored.
         self.next_rescan = Instant::now();
     }
+}
+
+/// Reprocessing rounds after which `watch` stops sending a dead-letter
+/// file by itself. A round that fails again adds 13 bytes to the file's
+/// name, and file names are limited to 255 bytes.
+const MAX_AUTOMATIC_ROUNDS: usize = 8;
+
+/// Returns how many reprocessing rounds wrote the dead-letter file at
+/// `path`: each adds a `~` and a suffix to its run id.
+fn automatic_rounds(path: &Path) -> usize {
+    dead_letter::parse_name(path).map_or(0, |name| name.run_id.matches('~').count())
 }
 
 /// Converts a file count to a gauge value.
