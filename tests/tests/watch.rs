@@ -1238,3 +1238,33 @@ async fn dead_letters_retire_after_many_rounds() {
     assert_eq!(rounds, Some(1), "{}", render(&stopped.log));
     target.shutdown().await;
 }
+
+#[tokio::test]
+async fn directories_that_overlap_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = inbox(dir.path());
+    let cases = [
+        (
+            "--dead-letter-dir",
+            inbox.display().to_string(),
+            "dead_letter_dir",
+        ),
+        ("--done-dir", "dead-letters".to_owned(), "watch.done_dir"),
+        ("--done-dir", ".sluice".to_owned(), "watch.done_dir"),
+    ];
+    for (flag, value, key) in cases {
+        let finished = watch(dir.path(), "http://127.0.0.1:9")
+            .arg(format!("{flag}={value}"))
+            .arg(inbox.display().to_string())
+            .run()
+            .await;
+        assert_eq!(
+            finished.code,
+            Some(2),
+            "{flag} {value}: {}",
+            finished.stderr
+        );
+        assert!(finished.stderr.contains(key), "{}", finished.stderr);
+        assert!(finished.stderr.contains("pass "), "{}", finished.stderr);
+    }
+}

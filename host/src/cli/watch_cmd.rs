@@ -138,6 +138,21 @@ fn check_directories(dir: &Path, settings: &Settings) -> Result<(), String> {
             dir.join(DEFAULT_DONE_DIR_NAME).display()
         ));
     }
+    let resolve = |path: &Path| {
+        std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.to_owned())
+    };
+    for (key, path) in written.iter().map(|(key, path, _)| (key, path)) {
+        if resolve(&done_dir) == resolve(path) {
+            return Err(format!(
+                "watch.done_dir {} is also {key}, where completed inputs would be taken for \
+                 sluice's own files; pass --done-dir with another directory, such as {}",
+                done_dir.display(),
+                dir.join(DEFAULT_DONE_DIR_NAME).display()
+            ));
+        }
+    }
     std::fs::create_dir_all(&done_dir).map_err(|err| {
         format!(
             "cannot create watch.done_dir {}: {err}; pass --done-dir with a writable directory",

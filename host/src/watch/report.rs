@@ -119,10 +119,14 @@ impl WatchReport {
             let again = &self.reprocessed;
             writeln!(
                 out,
-                "  reprocessed    {} rounds, {} dead-letter files done: {} records delivered, \
-                 {} dead-lettered again, {} rejected",
-                self.reprocess_rounds,
-                self.reprocessed_files,
+                "  reprocessed    {}, {} done: {} records delivered, {} dead-lettered again, \
+                 {} rejected",
+                count(self.reprocess_rounds, "round", "rounds"),
+                count(
+                    self.reprocessed_files,
+                    "dead-letter file",
+                    "dead-letter files"
+                ),
                 again.delivered,
                 again.dead_lettered,
                 again.rejected
@@ -135,9 +139,13 @@ impl WatchReport {
         if self.pending_dead_letter_files > 0 {
             writeln!(
                 out,
-                "  waiting        {} dead-letter or rejected files; send them with sluice \
-                 reprocess",
-                self.pending_dead_letter_files
+                "  waiting        {} in the dead-letter directory; send dead letters with \
+                 sluice reprocess, and rejected records once they are fixed",
+                count(
+                    self.pending_dead_letter_files as u64,
+                    "dead-letter or rejected file",
+                    "dead-letter or rejected files"
+                )
             )?;
         }
         if let Some(signal) = &self.interrupted_by {
@@ -149,4 +157,10 @@ impl WatchReport {
         }
         Ok(())
     }
+}
+
+/// Formats `number` with the singular or plural noun.
+fn count(number: u64, singular: &str, plural: &str) -> String {
+    let noun = if number == 1 { singular } else { plural };
+    format!("{number} {noun}")
 }
