@@ -193,11 +193,15 @@ impl RunReport {
             self.elapsed_seconds
         )?;
         if self.pending_dead_letter_files > 0 {
+            let files = count(
+                self.pending_dead_letter_files as u64,
+                "dead-letter or rejected file",
+                "dead-letter or rejected files",
+            );
             writeln!(
                 out,
-                "  waiting        {} dead-letter or rejected files; send them with sluice \
-                 reprocess",
-                self.pending_dead_letter_files
+                "  waiting        {files} in the dead-letter directory; send dead letters with \
+                 sluice reprocess, and rejected records once they are fixed"
             )?;
         }
         if let Some(signal) = &self.interrupted_by {
@@ -334,4 +338,10 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Formats `number` with the singular or the plural noun.
+pub(crate) fn count(number: u64, singular: &str, plural: &str) -> String {
+    let noun = if number == 1 { singular } else { plural };
+    format!("{number} {noun}")
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::report::{FileReport, RunReport};
+use crate::report::{count, FileReport, RunReport};
 
 /// Record counts summed over files.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -157,10 +157,4 @@ impl WatchReport {
         }
         Ok(())
     }
-}
-
-/// Formats `number` with the singular or plural noun.
-fn count(number: u64, singular: &str, plural: &str) -> String {
-    let noun = if number == 1 { singular } else { plural };
-    format!("{number} {noun}")
 }
