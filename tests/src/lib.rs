@@ -316,3 +316,54 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).expect("writable temp dir");
     path
 }
+
+/// Starts a wiremock server that responds to every PUT with 200 after
+/// `delay`, and returns it with the `iata` field of each body received.
+pub async fn slow_server(
+    delay: Duration,
+) -> (
+    wiremock::MockServer,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use wiremock::{matchers::method, Mock, MockServer, Request, ResponseTemplate};
+    let codes: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = codes.clone();
+    let server = MockServer::start().await;
+    let responder = move |request: &Request| {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        seen.lock()
+            .unwrap()
+            .push(body["iata"].as_str().unwrap().to_owned());
+        ResponseTemplate::new(200).set_delay(delay)
+    };
+    Mock::given(method("PUT"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    (server, codes)
+}
+
+/// Starts a wiremock server that responds to every PUT with 503 while the
+/// returned flag is set, and with 200 once it is cleared.
+pub async fn switchable_server() -> (
+    wiremock::MockServer,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use wiremock::{matchers::method, Mock, MockServer, Request, ResponseTemplate};
+    let down = std::sync::Arc::new(AtomicBool::new(true));
+    let failing = down.clone();
+    let server = MockServer::start().await;
+    let responder = move |_: &Request| {
+        if failing.load(Ordering::SeqCst) {
+            ResponseTemplate::new(503)
+        } else {
+            ResponseTemplate::new(200)
+        }
+    };
+    Mock::given(method("PUT"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    (server, down)
+}

@@ -9,44 +9,18 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_tests::prometheus::Scrape;
-use sluice_tests::{csv_plugin, sluice_bin, write_file, Sluice};
+use sluice_tests::{csv_plugin, sluice_bin, switchable_server, write_file, Sluice};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::MockServer;
 
 /// Rows in the test file, each with its own key.
 const ROWS: u64 = 40;
-
-/// Responds with 503 until it is switched to healthy, then with 200.
-#[derive(Clone, Default)]
-struct Switch {
-    healthy: Arc<AtomicBool>,
-}
-
-impl Respond for Switch {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        if self.healthy.load(Ordering::SeqCst) {
-            ResponseTemplate::new(200)
-        } else {
-            ResponseTemplate::new(503)
-        }
-    }
-}
-
-async fn api(switch: &Switch) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("PUT"))
-        .respond_with(switch.clone())
-        .mount(&server)
-        .await;
-    server
-}
 
 fn airports(dir: &Path) -> PathBuf {
     let mut csv = String::from("iata,name\n");
@@ -247,8 +221,7 @@ fn field<'a>(body: &'a str, name: &str) -> &'a str {
 #[tokio::test]
 async fn breaker_outage_shows_in_metrics_and_readyz() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::default();
-    let server = api(&switch).await;
+    let (server, down) = switchable_server().await;
     let extra = [
         "--concurrency=2",
         "--max-retries=1",
@@ -294,7 +267,7 @@ async fn breaker_outage_shows_in_metrics_and_readyz() {
 
     // The API recovers; the next probe closes the breaker and the rest of
     // the file goes through.
-    switch.healthy.store(true, Ordering::SeqCst);
+    down.store(false, Ordering::SeqCst);
     run.wait_for_summary().await;
     let (status, body) = run.get("/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -366,9 +339,8 @@ async fn breaker_outage_shows_in_metrics_and_readyz() {
 #[tokio::test]
 async fn server_answers_health_checks_and_unknown_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::default();
-    switch.healthy.store(true, Ordering::SeqCst);
-    let server = api(&switch).await;
+    let (server, down) = switchable_server().await;
+    down.store(false, Ordering::SeqCst);
     let run = Running::start(dir.path(), &server, &[]).await;
     run.wait_for_summary().await;
 
@@ -417,8 +389,7 @@ async fn server_answers_health_checks_and_unknown_paths() {
 #[tokio::test]
 async fn address_in_use_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::default();
-    let server = api(&switch).await;
+    let (server, _down) = switchable_server().await;
     let input = airports(dir.path()).display().to_string();
     let occupant = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = occupant.local_addr().unwrap().to_string();

@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use sluice_target::{start, TargetConfig};
-use sluice_tests::{dead_letter_files, write_file, Sluice};
+use sluice_tests::{dead_letter_files, slow_server, write_file, Sluice};
 use wiremock::matchers::{body_string_contains, method};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const AIRPORTS: &str = "iata,name,city\nABQ,Albuquerque,Albuquerque\nBOS,Logan,Boston\n";
 
@@ -300,26 +299,6 @@ async fn completed_file_is_skipped_until_forced_or_changed() {
         changed.stderr
     );
     assert_eq!(server.received_requests().await.unwrap().len(), 7);
-}
-
-/// Responds to every PUT with 200 after `delay`, and records the names in
-/// the bodies.
-async fn slow_server(delay: Duration) -> (MockServer, Arc<Mutex<Vec<String>>>) {
-    let names: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = names.clone();
-    let server = MockServer::start().await;
-    let responder = move |request: &Request| {
-        let body: Value = serde_json::from_slice(&request.body).unwrap();
-        seen.lock()
-            .unwrap()
-            .push(body["iata"].as_str().unwrap().to_owned());
-        ResponseTemplate::new(200).set_delay(delay)
-    };
-    Mock::given(method("PUT"))
-        .respond_with(responder)
-        .mount(&server)
-        .await;
-    (server, names)
 }
 
 fn many_rows(count: usize) -> String {

@@ -8,17 +8,15 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use sluice_target::{read_posts, read_resources, start, RunningTarget, TargetConfig};
 use sluice_tests::prometheus::Scrape;
-use sluice_tests::{dead_letter_files, write_file, Sluice};
+use sluice_tests::{dead_letter_files, slow_server, switchable_server, write_file, Sluice};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// Time within which an expected log line must appear.
 const WAIT: Duration = Duration::from_secs(30);
@@ -678,7 +676,7 @@ async fn outage_holds_files_then_reprocesses() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(watching.count("ingesting file", Some(&second)), 0);
 
-    // While the breaker is open, the metrics and readiness say so, and no
+    // While the breaker is open, /readyz and /metrics report it, and no
     // file is active.
     let serving = watching
         .wait_for(
@@ -778,26 +776,6 @@ fn handled_through(ledger: &Path, input: &Path) -> Option<u64> {
         }
     }
     None
-}
-
-/// Responds to every PUT with 503 while the returned flag is set, and
-/// with 200 once it is cleared.
-async fn switchable_server() -> (MockServer, Arc<AtomicBool>) {
-    let down = Arc::new(AtomicBool::new(true));
-    let failing = down.clone();
-    let server = MockServer::start().await;
-    let responder = move |_: &Request| {
-        if failing.load(Ordering::SeqCst) {
-            ResponseTemplate::new(503)
-        } else {
-            ResponseTemplate::new(200)
-        }
-    };
-    Mock::given(method("PUT"))
-        .respond_with(responder)
-        .mount(&server)
-        .await;
-    (server, down)
 }
 
 #[tokio::test]
@@ -1057,26 +1035,6 @@ async fn sighup_reloads_good_rejects_bad() {
     assert_eq!(requests, 3);
 }
 
-/// Responds to every PUT with 200 after `delay`, and records the codes in
-/// the bodies.
-async fn slow_server(delay: Duration) -> (MockServer, Arc<Mutex<Vec<String>>>) {
-    let codes: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = codes.clone();
-    let server = MockServer::start().await;
-    let responder = move |request: &Request| {
-        let body: Value = serde_json::from_slice(&request.body).unwrap();
-        seen.lock()
-            .unwrap()
-            .push(body["iata"].as_str().unwrap().to_owned());
-        ResponseTemplate::new(200).set_delay(delay)
-    };
-    Mock::given(method("PUT"))
-        .respond_with(responder)
-        .mount(&server)
-        .await;
-    (server, codes)
-}
-
 #[tokio::test]
 async fn sigterm_drains_then_restart_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1215,8 +1173,8 @@ async fn dead_letters_retire_after_many_rounds() {
     )
     .await;
 
-    // The service names dead-letter files as the working directory sees
-    // them.
+    // The service logs dead-letter paths relative to its working
+    // directory.
     let named = Path::new("dead-letters").join(worn);
     watching
         .wait_for(

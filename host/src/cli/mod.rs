@@ -419,11 +419,10 @@ fn ingest(
 }
 
 /// Builds the runtime that sends requests, with one worker thread fewer
-/// than the machine has cores: the reader thread, which runs the plugin,
-/// keeps a core of its own. On two cores that leaves one worker, whose
-/// tasks then wake each other without crossing threads; in
-/// `scripts/bench` this cut the CPU time per record by about a fifth
-/// against a worker per core.
+/// than the machine has cores, because the reader thread runs the plugin
+/// on a core of its own. On two cores that leaves one worker, so its tasks
+/// wake each other without crossing threads. In `scripts/bench` this cut
+/// the CPU time per record by about a fifth against a worker per core.
 pub(crate) fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     tokio::runtime::Builder::new_multi_thread()

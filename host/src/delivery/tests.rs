@@ -335,7 +335,7 @@ fn parsed(endpoint: &Url, path: &str) -> Option<String> {
 }
 
 #[test]
-fn prepare_builds_the_same_url_as_the_full_parser() {
+fn prepare_matches_full_url_parser() {
     let endpoints = [
         "http://127.0.0.1:9",
         "http://127.0.0.1:9/",

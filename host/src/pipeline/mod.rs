@@ -308,6 +308,9 @@ impl Pipeline {
             // so replaying the directory keeps every key's records in their
             // original order. The suffix is short because each round that
             // fails again adds one.
+            // NOTE: so names grow without bound. `sluice watch` stops its
+            // automatic rounds for a file after `MAX_AUTOMATIC_ROUNDS`, but
+            // `sluice reprocess` run by hand fails at the 255-byte limit.
             InputKind::DeadLetter { name, .. } => {
                 format!("{}~{}", name.run_id, round.suffix(index))
             }

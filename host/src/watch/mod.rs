@@ -400,7 +400,7 @@ impl Service {
         Ok(())
     }
 
-    /// Returns whether `path` still holds the file that was taken with
+    /// Returns whether `path` is still the file that was taken with
     /// `stamp`, so that completing it moves or deletes the file that was
     /// read. A file removed while it was read is forgotten. A file that a
     /// writer extended, or that another file replaced by a rename, stays
