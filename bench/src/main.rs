@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::report::{Baseline, Results};
+use crate::report::{Adaptive, Baseline, Results};
 use crate::runs::{RetrySettings, Sample, Target};
 use crate::sink::Sink;
 
@@ -75,6 +75,16 @@ struct Args {
     /// Seed that picks which requests fail.
     #[arg(long, value_name = "N", default_value_t = 42)]
     seed: u64,
+
+    /// Delay the sink adds before every response in the comparison of a
+    /// fixed and an adaptive concurrency limit; 0s skips it.
+    #[arg(long, value_name = "DURATION", default_value = "2ms", value_parser = humantime::parse_duration)]
+    adaptive_latency: Duration,
+
+    /// Rows of the input in the comparison of a fixed and an adaptive
+    /// concurrency limit.
+    #[arg(long, value_name = "N", default_value_t = 30_000)]
+    adaptive_rows: u64,
 
     /// Delay the sink adds before every response, such as `2ms`.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -260,6 +270,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         endpoint: &endpoint,
         path_template: &dataset.path_template,
         concurrency: args.concurrency,
+        adaptive: false,
         retry: RetrySettings::default(),
     };
 
@@ -316,6 +327,41 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
+    let adaptive = if args.adaptive_latency.is_zero() {
+        None
+    } else {
+        let rows = args.adaptive_rows.min(dataset.input.rows);
+        let path = work.path().join("flights-adaptive.csv");
+        let input = dataset::head(&dataset, rows, &path)?;
+        let head = Arc::new(requests[..rows as usize].to_vec());
+        sink.configure(0.0, args.seed, args.adaptive_latency);
+        let mut comparison = Adaptive {
+            latency: args.adaptive_latency,
+            input,
+            wire: Vec::new(),
+            fixed: Vec::new(),
+            adaptive: Vec::new(),
+        };
+        for round in 1..=runs {
+            progress(format_args!(
+                "round {round} of {runs}: fixed and adaptive limits, {} added latency",
+                humantime::format_duration(args.adaptive_latency)
+            ));
+            comparison
+                .wire
+                .push(wire::run(&head, args.concurrency, args.wire_workers)?);
+            let fixed = runs::sluice(&paths.sluice, &paths.plugin, &comparison.input, &target)?;
+            comparison.fixed.push(fixed);
+            let adaptive = Target {
+                adaptive: true,
+                ..target
+            };
+            let run = runs::sluice(&paths.sluice, &paths.plugin, &comparison.input, &adaptive)?;
+            comparison.adaptive.push(run);
+        }
+        Some(comparison)
+    };
+
     progress(format_args!("plugin start, {runs} cold and warm pairs"));
     let starts = (0..runs)
         .map(|_| runs::plugin_start(&paths.sluice, &paths.plugin))
@@ -347,6 +393,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
             runs: baseline_runs,
         }),
         large,
+        adaptive,
         starts,
     };
     let report = results.render();

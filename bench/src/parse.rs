@@ -71,6 +71,7 @@ pub fn native(bytes: &[u8]) -> anyhow::Result<(u64, Duration)> {
 }
 
 /// One request as sluice sends it, ready to send again and again.
+#[derive(Clone)]
 pub struct WireRequest {
     pub method: reqwest::Method,
     pub url: reqwest::Url,

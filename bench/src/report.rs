@@ -44,7 +44,19 @@ pub struct Results {
     pub faults_sent: Vec<u64>,
     pub baseline: Option<Baseline>,
     pub large: Option<(Input, Sample)>,
+    pub adaptive: Option<Adaptive>,
     pub starts: Vec<(PluginStart, PluginStart)>,
+}
+
+/// sluice with a fixed and with an adaptive concurrency limit, and the wire
+/// limit at the fixed one, against the sink with added latency.
+pub struct Adaptive {
+    pub latency: Duration,
+    /// The first rows of the input.
+    pub input: Input,
+    pub wire: Vec<Sample>,
+    pub fixed: Vec<Sample>,
+    pub adaptive: Vec<Sample>,
 }
 
 /// The Python baseline's runs.
@@ -158,6 +170,7 @@ impl Results {
         let rates = self.write_throughput(&mut out);
         self.write_memory(&mut out);
         self.write_parsing(&mut out);
+        self.write_adaptive(&mut out);
         self.write_start(&mut out);
         self.write_targets(&mut out, &rates);
         out
@@ -366,6 +379,54 @@ impl Results {
                 "| {label} | {} | {:.0} | {range} |",
                 thousands(median_rate),
                 mb / seconds
+            );
+        }
+        out.push('\n');
+    }
+
+    fn write_adaptive(&self, out: &mut String) {
+        let Some(comparison) = &self.adaptive else {
+            return;
+        };
+        let rows = comparison.input.rows;
+        let _ = writeln!(
+            out,
+            "## Adaptive concurrency
+"
+        );
+        let _ = writeln!(
+            out,
+            "The first {} rows, fault-free, while the sink waits {} before every \
+             response, as a remote API would. Ratios are to sluice with the fixed \
+             limit of {}, round by round.\n",
+            thousands(rows as f64),
+            humantime::format_duration(comparison.latency),
+            self.concurrency
+        );
+        let _ = writeln!(
+            out,
+            "| run | records/s | range | vs fixed limit |\n| --- | ---: | ---: | ---: |"
+        );
+        for (label, samples) in [
+            (
+                format!("wire limit: reqwest, {} in flight", self.concurrency),
+                &comparison.wire,
+            ),
+            (
+                format!("sluice, `--concurrency {}`", self.concurrency),
+                &comparison.fixed,
+            ),
+            (
+                "sluice, `--concurrency adaptive`".to_owned(),
+                &comparison.adaptive,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} |",
+                thousands(median_rate(rows, samples)),
+                rate_range(rows, samples),
+                round_ratios((rows, samples), (rows, &comparison.fixed))
             );
         }
         out.push('\n');

@@ -54,6 +54,8 @@ pub struct Target<'a> {
     pub endpoint: &'a str,
     pub path_template: &'a str,
     pub concurrency: usize,
+    /// Runs sluice with `--concurrency adaptive` instead of the number.
+    pub adaptive: bool,
     pub retry: RetrySettings,
 }
 
@@ -88,6 +90,11 @@ pub fn sluice(
 ) -> anyhow::Result<Sample> {
     let dir = tempfile::tempdir()?;
     let summary = dir.path().join("summary.json");
+    let concurrency = if target.adaptive {
+        "adaptive".to_owned()
+    } else {
+        target.concurrency.to_string()
+    };
     let mut command = Command::new(sluice);
     command
         .arg("run")
@@ -101,7 +108,7 @@ pub fn sluice(
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .args(["--progress", "never"])
-        .args(["--concurrency", &target.concurrency.to_string()])
+        .args(["--concurrency", &concurrency])
         .args(["--max-retries", &target.retry.max_retries.to_string()])
         .arg("--initial-backoff")
         .arg(humantime::format_duration(target.retry.initial_backoff).to_string())

@@ -12,7 +12,7 @@
 //! a dead-letter file, because records only count as handled once the
 //! dead-letter sink has synced ([`Watermark`] is fed after each sync).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -128,9 +128,9 @@ fn named(path: &Path, err: io::Error) -> io::Error {
 #[derive(Debug, Default)]
 pub struct Watermark {
     through: u64,
-    // Record numbers in reading order, from the first unhandled one on.
-    open: VecDeque<u64>,
-    done: HashSet<u64>,
+    // Record numbers in reading order, which is ascending, from the first
+    // unhandled one on, each with whether it is handled.
+    open: VecDeque<(u64, bool)>,
 }
 
 impl Watermark {
@@ -144,17 +144,20 @@ impl Watermark {
 
     /// Notes that `record` was read; records are read in order.
     pub fn read(&mut self, record: u64) {
-        self.open.push_back(record);
+        self.open.push_back((record, false));
     }
 
     /// Notes that `record` is handled and advances the mark if it can.
+    /// A record that was not read is ignored.
     pub fn handled(&mut self, record: u64) {
-        self.done.insert(record);
-        while let Some(front) = self.open.front() {
-            if !self.done.remove(front) {
-                break;
-            }
-            self.through = self.through.max(*front);
+        if let Ok(index) = self
+            .open
+            .binary_search_by_key(&record, |(number, _)| *number)
+        {
+            self.open[index].1 = true;
+        }
+        while let Some(&(front, true)) = self.open.front() {
+            self.through = self.through.max(front);
             self.open.pop_front();
         }
     }

@@ -26,6 +26,8 @@ pub struct Counters {
     pub dead_lettered: AtomicU64,
     pub rejected: AtomicU64,
     pub in_flight: AtomicU64,
+    /// The limit on requests in flight, which moves when it is adaptive.
+    pub concurrency_limit: AtomicU64,
     pub bytes_read: AtomicU64,
     /// Retries sent, by the fault that each one follows.
     pub retries: RetryCounts,
@@ -48,6 +50,7 @@ impl Default for Counters {
             dead_lettered: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            concurrency_limit: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             retries: RetryCounts::default(),
             attempt_durations: Histogram::new(REQUEST_BUCKETS),
@@ -70,6 +73,10 @@ impl InFlight for Counters {
 
     fn retrying(&self, cause: &Fault) {
         self.retries.count(cause);
+    }
+
+    fn limit(&self, limit: usize) {
+        self.concurrency_limit.store(limit as u64, Relaxed);
     }
 
     fn transient_fault(&self) {

@@ -69,6 +69,7 @@ fn faults(seed: u64) -> FaultPlan {
             after: Duration::from_secs(2),
             duration: Duration::from_secs(3),
         }),
+        max_in_flight: None,
     }
 }
 

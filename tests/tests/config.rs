@@ -133,7 +133,7 @@ async fn invalid_values_exit_2_naming_key_value_and_range() {
     assert_eq!(finished.code, Some(2));
     let stderr = &finished.stderr;
     assert!(
-        stderr.contains("invalid http.concurrency = 0: an integer from 1 to 1024"),
+        stderr.contains("invalid http.concurrency = 0: an integer from 1 to 1024, or \"adaptive\""),
         "{stderr}"
     );
     assert!(
@@ -343,7 +343,8 @@ async fn config_check_lists_every_bad_value() {
     let errors = error_lines(&checked.stderr);
     assert_eq!(errors.len(), 3, "{}", checked.stderr);
     assert!(
-        errors[0].contains("invalid http.concurrency = 0: an integer from 1 to 1024"),
+        errors[0]
+            .contains("invalid http.concurrency = 0: an integer from 1 to 1024, or \"adaptive\""),
         "{}",
         errors[0]
     );
@@ -440,7 +441,7 @@ async fn config_check_layers_env_and_flags() {
     assert_eq!(errors.len(), 2, "{}", broken.stderr);
     assert_eq!(
         errors[0],
-        "error: invalid http.concurrency = 5000: an integer from 1 to 1024 \
+        "error: invalid http.concurrency = 5000: an integer from 1 to 1024, or \"adaptive\" \
          (set by SLUICE_HTTP_CONCURRENCY)"
     );
     assert_eq!(

@@ -1025,7 +1025,7 @@ async fn sighup_reloads_good_rejects_bad() {
     assert_eq!(
         problems,
         [
-            "invalid http.concurrency = 0: an integer from 1 to 1024",
+            "invalid http.concurrency = 0: an integer from 1 to 1024, or \"adaptive\"",
             "invalid retry.multiplier = 0.5: a number from 1.0 to 100.0"
         ]
     );

@@ -11,7 +11,7 @@
 //! does, as [`FaultPlan::rate_stall`] describes.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,9 @@ pub struct FaultPlan {
     pub rate_lost_response: f64,
     /// Window in which every request gets 503.
     pub outage: Option<Outage>,
+    /// Requests served at once; one more that arrives gets 503, like an
+    /// API that sheds load.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for FaultPlan {
@@ -79,6 +82,7 @@ impl Default for FaultPlan {
             rate_reset: 0.0,
             rate_lost_response: 0.0,
             outage: None,
+            max_in_flight: None,
         }
     }
 }
@@ -110,6 +114,8 @@ pub enum Fault {
     LostResponse,
     /// 503 inside the outage window.
     Outage,
+    /// 503 for a request beyond `max_in_flight`.
+    Crowded,
 }
 
 impl Fault {
@@ -123,6 +129,7 @@ impl Fault {
             Fault::Reset => "reset",
             Fault::LostResponse => "lost-response",
             Fault::Outage => "outage",
+            Fault::Crowded => "crowded",
         }
     }
 }
@@ -182,7 +189,7 @@ impl FaultPlan {
 
     /// Returns true when the plan injects no fault at all.
     pub fn is_empty(&self) -> bool {
-        self.rate_sum() <= 0.0 && self.outage.is_none()
+        self.rate_sum() <= 0.0 && self.outage.is_none() && self.max_in_flight.is_none()
     }
 
     // New kinds go at the end of this list and of the one in `fault_for`, so
@@ -233,6 +240,9 @@ impl fmt::Display for FaultPlan {
                 humantime::format_duration(outage.duration)
             )?;
         }
+        if let Some(max) = self.max_in_flight {
+            write!(f, ", at most {max} in flight")?;
+        }
         Ok(())
     }
 }
@@ -243,6 +253,16 @@ pub(crate) struct Schedule {
     plan: FaultPlan,
     arrivals: AtomicU64,
     first_arrival: OnceLock<Instant>,
+    in_flight: AtomicUsize,
+}
+
+/// A request counted as in flight until it is dropped.
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Schedule {
@@ -251,11 +271,20 @@ impl Schedule {
             plan,
             arrivals: AtomicU64::new(0),
             first_arrival: OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn plan(&self) -> &FaultPlan {
         &self.plan
+    }
+
+    /// Counts a request in flight while the returned guard lives, and
+    /// returns whether it is one more than `max_in_flight`.
+    pub(crate) fn enter(&self) -> (InFlight<'_>, bool) {
+        let count = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let crowded = self.plan.max_in_flight.is_some_and(|max| count > max);
+        (InFlight(&self.in_flight), crowded)
     }
 
     /// Registers the arrival of a request and returns its arrival number and

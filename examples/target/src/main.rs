@@ -106,6 +106,10 @@ struct FaultArgs {
     /// Length of the outage window, in which every request gets 503.
     #[arg(long, value_name = "DURATION", requires = "outage_after", value_parser = humantime::parse_duration)]
     outage_for: Option<Duration>,
+    /// Requests served at once; one more that arrives gets 503, like an
+    /// API that sheds load.
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Args)]
@@ -226,6 +230,7 @@ impl FaultArgs {
             rate_reset: self.rate_reset,
             rate_lost_response: self.rate_lost_response,
             outage,
+            max_in_flight: self.max_in_flight,
         }
     }
 }

@@ -254,7 +254,9 @@ async fn handle(
         )));
     }
     state.counters.count_request();
+    let (_in_flight, crowded) = state.schedule.enter();
     let (arrival, fault) = state.schedule.arrive();
+    let fault = if crowded { Some(Fault::Crowded) } else { fault };
 
     let (parts, body) = request.into_parts();
     let body = match routes::read_body(body).await {
@@ -292,9 +294,11 @@ async fn handle(
             let _ = forward_and_collect(&state, &parts, body).await;
             routes::reset_connection(&reset).await
         }
-        Fault::InternalError | Fault::Unavailable | Fault::TooManyRequests | Fault::Outage => {
-            routes::status_fault_response(fault, plan.retry_after_secs)
-        }
+        Fault::InternalError
+        | Fault::Unavailable
+        | Fault::TooManyRequests
+        | Fault::Outage
+        | Fault::Crowded => routes::status_fault_response(fault, plan.retry_after_secs),
     };
     Ok(boxed(response))
 }

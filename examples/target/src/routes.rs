@@ -49,7 +49,9 @@ pub(crate) async fn handle(
     if request.uri().path() == STATS_PATH {
         return Ok(serve_stats(&state.counters, request.method()));
     }
+    let (_in_flight, crowded) = state.schedule.enter();
     let (arrival, fault) = state.schedule.arrive();
+    let fault = if crowded { Some(Fault::Crowded) } else { fault };
     let served = matches!(fault, None | Some(Fault::LostResponse));
 
     // Claim the idempotency key before reading the body, so that a second
@@ -132,9 +134,11 @@ async fn inject(state: &State, reset: &Notify, fault: Fault) -> Response<Body> {
             )
         }
         Fault::Reset | Fault::LostResponse => reset_connection(reset).await,
-        Fault::InternalError | Fault::Unavailable | Fault::TooManyRequests | Fault::Outage => {
-            status_fault_response(fault, plan.retry_after_secs)
-        }
+        Fault::InternalError
+        | Fault::Unavailable
+        | Fault::TooManyRequests
+        | Fault::Outage
+        | Fault::Crowded => status_fault_response(fault, plan.retry_after_secs),
     }
 }
 
@@ -166,6 +170,10 @@ pub(crate) fn status_fault_response(fault: Fault, retry_after_secs: u64) -> Resp
         Fault::Outage => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "injected fault: outage in progress".into(),
+        ),
+        Fault::Crowded => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "injected fault: too many requests in flight".into(),
         ),
         Fault::Stall | Fault::Reset | Fault::LostResponse => {
             panic!("fault {} has no status response", fault.name())

@@ -42,6 +42,9 @@ pub struct FaultCounts {
     pub lost_response: u64,
     /// Requests that got 503 inside the outage window.
     pub outage: u64,
+    /// Requests that got 503 for arriving beyond the in-flight limit.
+    #[serde(default)]
+    pub crowded: u64,
 }
 
 impl FaultCounts {
@@ -54,6 +57,7 @@ impl FaultCounts {
             + self.reset
             + self.lost_response
             + self.outage
+            + self.crowded
     }
 
     /// Returns the count for one kind of fault.
@@ -66,6 +70,7 @@ impl FaultCounts {
             Fault::Reset => self.reset,
             Fault::LostResponse => self.lost_response,
             Fault::Outage => self.outage,
+            Fault::Crowded => self.crowded,
         }
     }
 }
@@ -74,14 +79,16 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "500: {}, 503: {}, 429: {}, stall: {}, reset: {}, lost response: {}, outage: {}",
+            "500: {}, 503: {}, 429: {}, stall: {}, reset: {}, lost response: {}, outage: {}, \
+             crowded: {}",
             self.status_500,
             self.status_503,
             self.status_429,
             self.stall,
             self.reset,
             self.lost_response,
-            self.outage
+            self.outage,
+            self.crowded
         )
     }
 }
@@ -98,6 +105,7 @@ pub(crate) struct Counters {
     stall: AtomicU64,
     reset: AtomicU64,
     lost_response: AtomicU64,
+    crowded: AtomicU64,
     outage: AtomicU64,
 }
 
@@ -123,6 +131,7 @@ impl Counters {
             Fault::Reset => &self.reset,
             Fault::LostResponse => &self.lost_response,
             Fault::Outage => &self.outage,
+            Fault::Crowded => &self.crowded,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -141,6 +150,7 @@ impl Counters {
                 reset: load(&self.reset),
                 lost_response: load(&self.lost_response),
                 outage: load(&self.outage),
+                crowded: load(&self.crowded),
             },
         }
     }

@@ -510,6 +510,7 @@ async fn keyed_retries_through_mixed_faults_insert_once() {
         stall_for: Duration::from_millis(1500),
         rate_lost_response: 0.1,
         outage: None,
+        max_in_flight: None,
     };
     let proxied = Arc::new(TestProxy::start(plan).await);
     let seen = Arc::new(Seen::default());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, KeySource, OnComplete, ProgressMode};
+use crate::config::{Concurrency, Config, KeySource, OnComplete, ProgressMode};
 
 /// Loads data files into an HTTP API through a WebAssembly format plugin.
 #[derive(Debug, Parser)]
@@ -428,9 +428,11 @@ pub struct CommonArgs {
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
 
-    /// Maximum requests in flight [default: 16]. Key: http.concurrency.
-    #[arg(long, env = "SLUICE_HTTP_CONCURRENCY", value_name = "N")]
-    pub concurrency: Option<usize>,
+    /// Requests in flight at once, or "adaptive" for a limit that follows
+    /// the API's latency and back pressure [default: 16]. Key:
+    /// http.concurrency.
+    #[arg(long, env = "SLUICE_HTTP_CONCURRENCY", value_name = "N|adaptive")]
+    pub concurrency: Option<Concurrency>,
 
     /// Per-request timeout, including the response body [default: 30s].
     /// Key: http.timeout.
@@ -750,7 +752,7 @@ mod tests {
             panic!("expected run");
         };
         let mut config = Config::default();
-        config.http.concurrency = 50;
+        config.http.concurrency = 50.into();
         config
             .plugin
             .config
@@ -759,7 +761,7 @@ mod tests {
 
         args.common.apply(&mut config);
 
-        assert_eq!(config.http.concurrency, 3);
+        assert_eq!(config.http.concurrency, 3.into());
         assert_eq!(config.retry.max_retries, 0);
         assert_eq!(config.plugin.config["key"], "iata");
         assert_eq!(config.retry.max_backoff, Duration::from_secs(3));

@@ -423,6 +423,10 @@ fn ingest(
 /// on a core of its own. On two cores that leaves one worker, so its tasks
 /// wake each other without crossing threads. In `scripts/bench` this cut
 /// the CPU time per record by about a fifth against a worker per core.
+///
+/// A current-thread runtime would save a little more, but the metrics
+/// server must keep answering while the main thread writes the summary
+/// after the run, and only worker threads do that.
 pub(crate) fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     tokio::runtime::Builder::new_multi_thread()

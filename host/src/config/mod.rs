@@ -215,8 +215,8 @@ where
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Maximum number of requests in flight at once.
-    pub concurrency: usize,
+    /// Maximum number of requests in flight at once, or `"adaptive"`.
+    pub concurrency: Concurrency,
     /// Per-request timeout, covering connect, send and the response body.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -231,7 +231,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            concurrency: DEFAULT_CONCURRENCY,
+            concurrency: Concurrency::Fixed(DEFAULT_CONCURRENCY),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             headers: BTreeMap::new(),
@@ -373,10 +373,112 @@ pub struct Settings {
     pub watch: WatchSettings,
 }
 
+/// `http.concurrency`: a fixed number of requests in flight, or a limit
+/// that adapts to the API's latency and back pressure.
+/// It is written as a number, or as the text `"adaptive"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Concurrency {
+    Fixed(usize),
+    Adaptive,
+}
+
+const CONCURRENCY_EXPECTED: &str = "a number of requests, such as 16, or \"adaptive\"";
+
+impl Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Concurrency::Fixed(limit) => serializer.serialize_u64(*limit as u64),
+            Concurrency::Adaptive => serializer.serialize_str("adaptive"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Concurrency;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(CONCURRENCY_EXPECTED)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, limit: u64) -> Result<Concurrency, E> {
+                // A limit too large for usize fails validation as too large.
+                Ok(Concurrency::Fixed(
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                ))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, limit: i64) -> Result<Concurrency, E> {
+                match u64::try_from(limit) {
+                    Ok(limit) => self.visit_u64(limit),
+                    Err(_) => Err(E::invalid_value(
+                        serde::de::Unexpected::Signed(limit),
+                        &self,
+                    )),
+                }
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Concurrency, E> {
+                text.parse()
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl From<usize> for Concurrency {
+    fn from(limit: usize) -> Self {
+        Concurrency::Fixed(limit)
+    }
+}
+
+impl std::fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Fixed(limit) => write!(f, "{limit}"),
+            Concurrency::Adaptive => f.write_str("adaptive"),
+        }
+    }
+}
+
+impl std::str::FromStr for Concurrency {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("adaptive") {
+            return Ok(Concurrency::Adaptive);
+        }
+        text.trim()
+            .parse()
+            .map(Concurrency::Fixed)
+            .map_err(|_| format!("expected {CONCURRENCY_EXPECTED}, not {text:?}"))
+    }
+}
+
+impl HttpSettings {
+    /// The most requests that can ever be in flight at once.
+    pub fn max_concurrency(&self) -> usize {
+        if self.adaptive {
+            crate::delivery::limiter::ADAPTIVE_MAX
+        } else {
+            self.concurrency.get()
+        }
+    }
+}
+
 /// Validated HTTP client settings.
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
+    /// Requests in flight at once; for an adaptive limit, where it starts.
     pub concurrency: NonZeroUsize,
+    /// Whether the limit adapts, between 1 and
+    /// [`crate::delivery::limiter::ADAPTIVE_MAX`].
+    pub adaptive: bool,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -444,10 +546,15 @@ impl Config {
         }
 
         let http = &self.http;
-        let concurrency =
-            NonZeroUsize::new(http.concurrency).filter(|n| n.get() <= MAX_CONCURRENCY);
+        let (concurrency, adaptive) = match http.concurrency {
+            Concurrency::Fixed(limit) => (
+                NonZeroUsize::new(limit).filter(|n| n.get() <= MAX_CONCURRENCY),
+                false,
+            ),
+            Concurrency::Adaptive => (NonZeroUsize::new(DEFAULT_CONCURRENCY), true),
+        };
         if concurrency.is_none() {
-            let allowed = format!("an integer from 1 to {MAX_CONCURRENCY}");
+            let allowed = format!("an integer from 1 to {MAX_CONCURRENCY}, or \"adaptive\"");
             problem("http.concurrency", &http.concurrency, &allowed);
         }
         if http.timeout.is_zero() {
@@ -621,6 +728,7 @@ impl Config {
             progress: self.progress,
             http: HttpSettings {
                 concurrency,
+                adaptive,
                 timeout: http.timeout,
                 connect_timeout: http.connect_timeout,
                 headers,

@@ -256,7 +256,7 @@ mod tests {
         let mut config = defaults.clone();
         config.retry.max_retries = 1;
         let file = layer(&config, &[], Source::File);
-        config.http.concurrency = 2;
+        config.http.concurrency = 2.into();
         let env = layer(&config, &[], Source::Env("SLUICE_X".to_owned()));
         config.breaker.open_duration = Duration::from_secs(1);
         let flags = layer(&config, &[], Source::Flag);
@@ -301,9 +301,9 @@ mod tests {
     fn trace_prefers_the_last_layer() {
         let defaults = Config::default();
         let mut config = defaults.clone();
-        config.http.concurrency = 2;
+        config.http.concurrency = 2.into();
         let file = layer(&config, &[("http.concurrency", Source::File)], Source::File);
-        config.http.concurrency = 3;
+        config.http.concurrency = 3.into();
         let variable = Source::Env("SLUICE_HTTP_CONCURRENCY".to_owned());
         let env = layer(&config, &[("http.concurrency", variable.clone())], variable);
         let flags = layer(&config, &[("http.concurrency", Source::Flag)], Source::Flag);
@@ -318,7 +318,7 @@ mod tests {
     fn trace_keeps_the_source_of_untouched_keys() {
         let defaults = Config::default();
         let mut config = defaults.clone();
-        config.http.concurrency = 2;
+        config.http.concurrency = 2.into();
         let file = layer(&config, &[("http.concurrency", Source::File)], Source::File);
         let env = layer(&config, &[], Source::Env("SLUICE_X".to_owned()));
         let flags = layer(&config, &[], Source::Flag);

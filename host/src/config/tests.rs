@@ -70,7 +70,7 @@ fn missing_endpoint_and_plugin_are_both_reported() {
 #[test]
 fn every_bad_value_is_reported_at_once() {
     let mut config = minimal();
-    config.http.concurrency = 0;
+    config.http.concurrency = 0.into();
     config.retry.multiplier = 0.5;
     config.retry.max_backoff = Duration::from_millis(1);
     config.breaker.failure_threshold = 0;
@@ -91,11 +91,11 @@ fn every_bad_value_is_reported_at_once() {
 #[test]
 fn problem_names_key_value_and_allowed_range() {
     let mut config = minimal();
-    config.http.concurrency = 5000;
+    config.http.concurrency = 5000.into();
     let err = config.validate(no_env).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid http.concurrency = 5000: an integer from 1 to 1024"
+        "invalid http.concurrency = 5000: an integer from 1 to 1024, or \"adaptive\""
     );
 }
 
@@ -174,6 +174,31 @@ fn toml_file_fills_nested_tables() {
         [("key".to_owned(), "iata".to_owned())]
     );
     assert_eq!(settings.http.timeout, DEFAULT_TIMEOUT);
+}
+
+#[test]
+fn concurrency_is_a_number_or_adaptive() {
+    let parse = |text: &str| toml::from_str::<Config>(text).map(|c| c.http.concurrency);
+    assert_eq!(parse("[http]\nconcurrency = 8\n").unwrap(), 8.into());
+    let adaptive = parse("[http]\nconcurrency = \"adaptive\"\n").unwrap();
+    assert_eq!(adaptive, Concurrency::Adaptive);
+    for bad in ["\"many\"", "-3", "1.5"] {
+        let err = parse(&format!("[http]\nconcurrency = {bad}\n")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("or \"adaptive\""), "{bad}: {message}");
+    }
+
+    let mut config = minimal();
+    config.http.concurrency = Concurrency::Adaptive;
+    let settings = config.validate(no_env).unwrap();
+    assert!(settings.http.adaptive);
+    assert_eq!(settings.http.concurrency.get(), DEFAULT_CONCURRENCY);
+    assert_eq!(
+        settings.http.max_concurrency(),
+        crate::delivery::limiter::ADAPTIVE_MAX
+    );
+    let text = toml::to_string(&config).unwrap();
+    assert!(text.contains("concurrency = \"adaptive\""), "{text}");
 }
 
 #[test]

@@ -198,6 +198,17 @@ impl Breaker {
         self.lock().settings = settings;
     }
 
+    /// Admits a request without waiting when the breaker is closed, as
+    /// [`Breaker::admit`] would. Returns `None` in any other state.
+    pub fn admit_now(&self) -> Option<Admission> {
+        let closed = matches!(self.lock().state, State::Closed { .. });
+        closed.then_some(Admission {
+            role: Role::Normal,
+            transition: None,
+            waited: false,
+        })
+    }
+
     /// Waits until a request may be sent and returns its role.
     ///
     /// `current` is the role the request held on its previous attempt, or

@@ -70,6 +70,27 @@ impl Fault {
     }
 
     /// Returns whether another attempt may succeed.
+    /// Returns whether the API asked for less load: a 429 or a 503, also
+    /// as judged by a plugin, or a timeout.
+    pub fn is_back_pressure(&self) -> bool {
+        let busy = |status: &StatusCode| {
+            matches!(
+                *status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            )
+        };
+        match self {
+            Fault::Timeout => true,
+            Fault::Status(status) => busy(status),
+            Fault::Plugin {
+                status,
+                transient: true,
+                ..
+            } => busy(status),
+            _ => false,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         self.kind() == FaultKind::Transient
     }

@@ -13,8 +13,10 @@
 pub mod backoff;
 pub mod breaker;
 pub mod classify;
+pub mod limiter;
 pub mod retry_after;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,11 +24,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use self::backoff::{Backoff, BackoffPolicy};
 use self::breaker::{Breaker, Exhausted, Role, Transition};
 use self::classify::{Fault, FaultKind};
+pub use self::limiter::Slot;
+use self::limiter::{Limiter, Signal};
 use self::retry_after::parse_retry_after;
 use crate::config::HttpSettings;
 
@@ -136,13 +140,15 @@ pub trait InFlight: Send + Sync {
     fn retrying(&self, _cause: &Fault) {}
     /// Counts an attempt that ended in a transient fault.
     fn transient_fault(&self) {}
+    /// Notes the limit on requests in flight after an attempt.
+    fn limit(&self, _limit: usize) {}
 }
 
 /// Sends requests through one connection pool, concurrency limit and
 /// breaker.
 pub struct Sender {
     client: reqwest::Client,
-    slots: Semaphore,
+    limiter: Arc<Limiter>,
     breaker: Arc<Breaker>,
     retry: RetryPolicy,
     in_flight: Arc<dyn InFlight>,
@@ -179,14 +185,16 @@ impl Sender {
         let client = reqwest::Client::builder()
             .timeout(http.timeout)
             .connect_timeout(http.connect_timeout)
-            .pool_max_idle_per_host(http.concurrency.get())
+            .pool_max_idle_per_host(http.max_concurrency())
             .tcp_nodelay(true)
             .redirect(redirect_policy())
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let limiter = Limiter::new(http.concurrency.get(), http.adaptive);
+        in_flight.limit(limiter.limit());
         Ok(Sender {
             client,
-            slots: Semaphore::new(http.concurrency.get()),
+            limiter,
             breaker,
             retry,
             in_flight,
@@ -203,8 +211,26 @@ impl Sender {
         &self.breaker
     }
 
+    /// Takes a free concurrency slot, if there is one.
+    pub fn try_slot(&self) -> Option<Slot> {
+        self.limiter.try_slot()
+    }
+
+    /// Waits for a free concurrency slot. Waiters, the retries inside
+    /// [`Sender::deliver`] among them, get slots in the order of their calls.
+    pub fn slot(&self) -> impl Future<Output = Slot> + Send + 'static {
+        self.limiter.clone().slot()
+    }
+
+    /// Returns the current limit on requests in flight.
+    pub fn concurrency_limit(&self) -> usize {
+        self.limiter.limit()
+    }
+
     /// Delivers one request, retrying transient faults.
     ///
+    /// `slot`, when given, is used for the first attempt if the breaker
+    /// admits it at once; otherwise it is given back before waiting.
     /// `seed` picks the record's jitter stream when no jitter seed is
     /// configured to be fixed; `on_event` hears about retries and breaker
     /// changes as they happen.
@@ -212,11 +238,20 @@ impl Sender {
         &self,
         request: &PreparedRequest,
         seed: u64,
+        mut slot: Option<Slot>,
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> Delivery {
         let seed = match self.retry.jitter_seed {
             Some(base) => base ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             None => rand::random(),
+        };
+        // The limiter follows the breaker through the transitions that
+        // this request's attempts make.
+        let mut on_event = |event: Event| {
+            if let Event::Breaker(transition) = &event {
+                self.limiter.breaker_changed(transition.to);
+            }
+            on_event(event);
         };
         let mut backoff = Backoff::new(self.retry.backoff, seed);
         let max_attempts = self.retry.max_retries.saturating_add(1);
@@ -230,11 +265,21 @@ impl Sender {
 
         let mut shutdown = self.shutdown.clone();
         loop {
-            let admission = tokio::select! {
-                admission = self.breaker.admit(role) => admission,
-                _ = crate::shutdown::stopped(&mut shutdown) => {
-                    self.breaker.release_probe(role);
-                    return Delivery { outcome: Outcome::Abandoned, attempts };
+            // While the breaker is closed, admission neither waits nor
+            // needs the stop signal raced against it.
+            let admission = match self.breaker.admit_now() {
+                Some(admission) => admission,
+                None => {
+                    // A request that waits for the breaker holds no slot,
+                    // so that the probe, whichever request it is, gets one.
+                    slot = None;
+                    tokio::select! {
+                        admission = self.breaker.admit(role) => admission,
+                        _ = crate::shutdown::stopped(&mut shutdown) => {
+                            self.breaker.release_probe(role);
+                            return Delivery { outcome: Outcome::Abandoned, attempts };
+                        }
+                    }
                 }
             };
             if *shutdown.borrow() {
@@ -260,12 +305,17 @@ impl Sender {
 
             // Requests queue here for a concurrency slot; one that gets a
             // slot after the stop signal is left for the next run.
-            let slot = tokio::select! {
-                slot = self.slots.acquire() => slot.expect("semaphore is never closed"),
-                _ = crate::shutdown::stopped(&mut shutdown) => {
-                    self.breaker.release_probe(role);
-                    return Delivery { outcome: Outcome::Abandoned, attempts: attempts - 1 };
-                }
+            // A free slot is taken at once; a permit is only free when no
+            // request is queued for one, so this keeps the queue's order.
+            let slot = match slot.take().or_else(|| self.try_slot()) {
+                Some(slot) => slot,
+                None => tokio::select! {
+                    slot = self.slot() => slot,
+                    _ = crate::shutdown::stopped(&mut shutdown) => {
+                        self.breaker.release_probe(role);
+                        return Delivery { outcome: Outcome::Abandoned, attempts: attempts - 1 };
+                    }
+                },
             };
             if attempts == 1 {
                 on_event(Event::FirstAttempt);
@@ -360,12 +410,20 @@ impl Sender {
     async fn attempt(
         &self,
         request: &PreparedRequest,
-        _slot: tokio::sync::SemaphorePermit<'_>,
+        _slot: Slot,
     ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
         self.in_flight.started();
+        self.limiter.started();
         let started = std::time::Instant::now();
         let result = self.exchange(request).await;
-        self.in_flight.finished(started.elapsed());
+        let elapsed = started.elapsed();
+        self.in_flight.finished(elapsed);
+        let signal = match &result {
+            Err((detail, _)) if detail.fault.is_back_pressure() => Signal::BackPressure,
+            _ => Signal::Normal,
+        };
+        self.limiter.finished(elapsed, signal);
+        self.in_flight.limit(self.limiter.limit());
         result
     }
 
@@ -390,6 +448,12 @@ impl Sender {
             .map_err(transport)?;
 
         let status = response.status();
+        // Reading the body keeps the connection reusable and makes a body
+        // that stalls past the timeout count as a timeout.
+        if status.is_success() {
+            response.bytes().await.map_err(transport)?;
+            return Ok(status);
+        }
         let retry_after = if matches!(
             status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -402,13 +466,8 @@ impl Sender {
         } else {
             None
         };
-        // Reading the body keeps the connection reusable and makes a body
-        // that stalls past the timeout count as a timeout.
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            return Ok(status);
-        }
 
         let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]);
         let mut text = text.trim().to_owned();

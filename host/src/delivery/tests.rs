@@ -52,6 +52,7 @@ fn retry(max_retries: u32) -> RetryPolicy {
 fn http(timeout: Duration) -> HttpSettings {
     HttpSettings {
         concurrency: NonZeroUsize::new(4).unwrap(),
+        adaptive: false,
         timeout,
         connect_timeout: Duration::from_secs(1),
         headers: Vec::new(),
@@ -90,7 +91,7 @@ fn put(server: &MockServer) -> PreparedRequest {
 async fn deliver(sender: &Sender, request: &PreparedRequest) -> (Delivery, Vec<Event>) {
     let mut events = Vec::new();
     let delivery = sender
-        .deliver(request, 0, &mut |event| {
+        .deliver(request, 0, None, &mut |event| {
             if !matches!(event, Event::FirstAttempt) {
                 events.push(event);
             }

@@ -175,6 +175,8 @@ pub fn run(
         counters: Arc::new(Counters::default()),
         runtime,
         shutdown,
+        // Added below, with the key that a run would send.
+        idempotency: None,
     };
     let dry_run = DryRun {
         settings,

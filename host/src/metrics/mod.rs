@@ -432,6 +432,12 @@ impl Collector for Sources {
                 load(&counters.in_flight),
             ),
             (
+                "concurrency_limit",
+                "Requests allowed on the wire at once; it moves when http.concurrency is \
+                 \"adaptive\".",
+                load(&counters.concurrency_limit),
+            ),
+            (
                 "dead_letter_records",
                 "Records waiting in the dead-letter files of the dead-letter directory, \
                  counted from their sidecars; rejected files are not counted.",

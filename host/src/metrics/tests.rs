@@ -233,6 +233,7 @@ fn exposition_follows_prometheus_naming() {
     let expected = [
         "sluice_breaker_openings_total",
         "sluice_breaker_state",
+        "sluice_concurrency_limit",
         "sluice_dead_letter_records",
         "sluice_files",
         "sluice_plugin_call_duration_seconds",

@@ -22,21 +22,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::BuildHasher as _;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{Fuse, FusedFuture as _};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::FutureExt as _;
-use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::{mpsc, watch};
 
 use super::reader::{Item, Message};
 use crate::dead_letter::{DeadLetterSink, Kind, SidecarEntry, Written, SIDECAR_VERSION};
 use crate::delivery::breaker::{BreakerState, Transition};
-use crate::delivery::{Delivery, Event, Outcome, PreparedRequest, Sender};
+use crate::delivery::{Delivery, Event, Outcome, PreparedRequest, Sender, Slot};
 use crate::ledger::{Ledger, LedgerEntry, Watermark, LEDGER_VERSION};
 use crate::plugin::{Position, Record};
 use crate::report::{Counters, FileReport};
@@ -60,6 +61,12 @@ pub struct Origin {
 /// in the sidecar.
 pub trait Origins: Send + Sync {
     fn origin(&self, record: &Record) -> Origin;
+
+    /// Returns the idempotency key of the record's requests, the same as
+    /// [`Origins::origin`] gives.
+    fn idempotency_key(&self, record: &Record) -> String {
+        self.origin(record).idempotency_key
+    }
 
     /// Returns whether a record has no sidecar line: a record written just
     /// before a crash, which never counted as handled and is not sent.
@@ -91,6 +98,8 @@ pub struct Checkpoint {
 struct Pending {
     record: Record,
     request: PreparedRequest,
+    /// The hash of `record.key`, computed once per record.
+    key_hash: u64,
 }
 
 struct Finished {
@@ -108,7 +117,6 @@ pub struct DispatchContext<'a> {
     pub origins: &'a dyn Origins,
     pub counters: Arc<Counters>,
     pub max_pending: usize,
-    pub idempotency_header: Option<HeaderName>,
     pub checkpoint: Checkpoint,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -121,9 +129,15 @@ pub struct DispatchContext<'a> {
 pub struct Dispatcher<'a> {
     context: DispatchContext<'a>,
     deliveries: FuturesUnordered<InFlight>,
-    // A key is present while one of its records is in flight. Its queue
-    // contains the key's later records.
-    queues: HashMap<String, VecDeque<Pending>>,
+    // Records that may be sent, in order, waiting for a free slot. A
+    // delivery starts only once it has one, so that a record waiting for
+    // its turn costs no future and no waker.
+    ready: VecDeque<Pending>,
+    // A key's hash is present while one of the key's records is in
+    // flight. Its queue contains the key's later records. Keys whose hashes
+    // collide share a queue, which only makes them wait for each other.
+    queues: HashMap<u64, VecDeque<Pending>, foldhash::fast::RandomState>,
+    key_hasher: foldhash::fast::RandomState,
     // Keys with a record in a dead-letter or rejected file, with that
     // record's number and file: later records of the key follow it there.
     held: HashMap<String, (u64, Kind)>,
@@ -160,7 +174,9 @@ impl<'a> Dispatcher<'a> {
         Dispatcher {
             context,
             deliveries: FuturesUnordered::new(),
-            queues: HashMap::new(),
+            ready: VecDeque::new(),
+            queues: HashMap::default(),
+            key_hasher: foldhash::fast::RandomState::default(),
             held: initially_held,
             newly_held: HashMap::new(),
             pending: 0,
@@ -186,7 +202,14 @@ impl<'a> Dispatcher<'a> {
     ) -> std::io::Result<(FileReport, HashMap<String, Kind>)> {
         let mut reading = true;
         let mut shutdown = self.context.shutdown.clone();
-        while reading || !self.deliveries.is_empty() {
+        // The wait for a slot for the first record in `ready`, kept across
+        // turns of the loop so that it keeps its place in the queue.
+        let mut next_slot = std::pin::pin!(Fuse::terminated());
+        while reading || !self.deliveries.is_empty() || !self.ready.is_empty() {
+            self.start_ready();
+            if !self.ready.is_empty() && next_slot.is_terminated() {
+                next_slot.set(self.context.sender.slot().fuse());
+            }
             tokio::select! {
                 message = rx.recv(), if reading && self.pending < self.context.max_pending => {
                     match message {
@@ -200,6 +223,11 @@ impl<'a> Dispatcher<'a> {
                         self.on_finished(finished)?;
                     }
                     self.sync()?;
+                }
+                slot = next_slot.as_mut(), if !next_slot.is_terminated() => {
+                    if let Some(pending) = self.ready.pop_front() {
+                        self.launch(pending, slot);
+                    }
                 }
                 _ = crate::shutdown::stopped(&mut shutdown), if !self.report.interrupted => {
                     // Stop reading; deliveries finish their current attempt.
@@ -300,17 +328,13 @@ impl<'a> Dispatcher<'a> {
         }
 
         match item {
-            Item::Ready {
-                record,
-                mut request,
-            } => {
-                if let Some(header) = &self.context.idempotency_header {
-                    let key = self.context.origins.origin(&record).idempotency_key;
-                    if let Ok(value) = HeaderValue::from_str(&key) {
-                        request.headers.insert(header.clone(), value);
-                    }
-                }
-                self.submit(Pending { record, request })
+            Item::Ready { record, request } => {
+                let key_hash = self.key_hasher.hash_one(&record.key);
+                self.submit(Pending {
+                    record,
+                    request,
+                    key_hash,
+                })
             }
             Item::Unsendable { record, reason } => {
                 warn_unsent(&record, &reason);
@@ -356,23 +380,40 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn submit(&mut self, pending: Pending) -> std::io::Result<()> {
-        let key = &pending.record.key;
-        if key.is_empty() {
+        if pending.record.key.is_empty() {
             self.spawn(pending);
         } else if let Some(kind) = self.held_in(&pending.record) {
             self.follow(pending, kind)?;
-        } else if let Some(queue) = self.queues.get_mut(key) {
+        } else if let Some(queue) = self.queues.get_mut(&pending.key_hash) {
             self.pending += 1;
             queue.push_back(pending);
         } else {
-            self.queues.insert(key.clone(), VecDeque::new());
+            self.queues.insert(pending.key_hash, VecDeque::new());
             self.spawn(pending);
         }
         Ok(())
     }
 
+    /// Queues `pending` to start as soon as a slot is free.
     fn spawn(&mut self, pending: Pending) {
         self.pending += 1;
+        self.ready.push_back(pending);
+    }
+
+    /// Starts records from `ready` while slots are free.
+    fn start_ready(&mut self) {
+        while !self.ready.is_empty() {
+            let Some(slot) = self.context.sender.try_slot() else {
+                return;
+            };
+            if let Some(pending) = self.ready.pop_front() {
+                self.launch(pending, slot);
+            }
+        }
+    }
+
+    /// Starts the delivery of `pending`, whose first attempt uses `slot`.
+    fn launch(&mut self, pending: Pending, slot: Slot) {
         let sender = self.context.sender.clone();
         let counters = self.context.counters.clone();
         let dispatched = self.dispatched_through.clone();
@@ -393,7 +434,9 @@ impl<'a> Dispatcher<'a> {
                 log_event(&event, position, key);
             };
             let seed = position.record_number;
-            let delivery = sender.deliver(&pending.request, seed, &mut on_event).await;
+            let delivery = sender
+                .deliver(&pending.request, seed, Some(slot), &mut on_event)
+                .await;
             if retrying {
                 counters.retrying.fetch_sub(1, Relaxed);
             }
@@ -473,19 +516,20 @@ impl<'a> Dispatcher<'a> {
         }
 
         if !pending.record.key.is_empty() {
-            self.release_key(&pending.record.key)?;
+            self.release_key(pending.key_hash)?;
         }
         Ok(())
     }
 
-    /// Starts the next queued record of `key`, or frees the key.
-    fn release_key(&mut self, key: &str) -> std::io::Result<()> {
+    /// Starts the next queued record of the key with `key_hash`, or frees
+    /// the key.
+    fn release_key(&mut self, key_hash: u64) -> std::io::Result<()> {
         loop {
-            let Some(queue) = self.queues.get_mut(key) else {
+            let Some(queue) = self.queues.get_mut(&key_hash) else {
                 return Ok(());
             };
             let Some(next) = queue.pop_front() else {
-                self.queues.remove(key);
+                self.queues.remove(&key_hash);
                 return Ok(());
             };
             self.pending -= 1;

@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use self::dispatch::{Checkpoint, DispatchContext, Dispatcher, Origin, Origins, Resume};
-use self::reader::ReaderContext;
+use self::reader::{Idempotency, ReaderContext};
 use crate::config::{KeySource, Settings};
 use crate::dead_letter::{self, DeadLetterName, DeadLetterSink, SidecarEntry};
 use crate::delivery::breaker::Breaker;
@@ -271,7 +272,7 @@ impl Pipeline {
             .idempotency
             .as_ref()
             .map_or(KeySource::Position, |(_, source)| *source);
-        let (stem, extension, origins): (String, String, Box<dyn Origins>) = match &input.kind {
+        let (stem, extension, origins): (String, String, Arc<dyn Origins>) = match &input.kind {
             InputKind::Source => {
                 let stem = input
                     .path
@@ -289,7 +290,7 @@ impl Pipeline {
                     fingerprint: fingerprint.clone(),
                     key_source,
                 };
-                (stem, extension, Box::new(origins))
+                (stem, extension, Arc::new(origins))
             }
             InputKind::DeadLetter { name, entries } => {
                 let origins = SidecarOrigins {
@@ -298,7 +299,7 @@ impl Pipeline {
                     fingerprint: fingerprint.clone(),
                     key_source,
                 };
-                (name.stem.clone(), name.extension.clone(), Box::new(origins))
+                (name.stem.clone(), name.extension.clone(), Arc::new(origins))
             }
         };
         let run_id = match &input.kind {
@@ -334,14 +335,18 @@ impl Pipeline {
             counters: self.counters.clone(),
             runtime: tokio::runtime::Handle::current(),
             shutdown: self.shutdown.clone(),
+            idempotency: self
+                .settings
+                .idempotency
+                .as_ref()
+                .map(|(header, _)| Idempotency {
+                    header: header.clone(),
+                    origins: origins.clone(),
+                }),
         };
-        let path = input.path.clone();
-        let reader_span = span.clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            // Plugin logs, such as its stderr and its traps, name the file.
-            let _entered = reader_span.enter();
-            reader::read_file(&path, &context, tx)
-        });
+        // Plugin logs, such as its stderr and its traps, name the file.
+        let reader = reader::spawn(input.path.clone(), context, tx, span.clone())
+            .context("cannot start the thread that reads the file")?;
 
         let mut held = older_pending_keys(input, inputs, &input_name, &fingerprint, pending);
         let from_earlier_runs = held.len();
@@ -353,18 +358,13 @@ impl Pipeline {
                 "keys held behind older dead letters"
             )
         });
-        let concurrency = self.settings.http.concurrency.get();
+        let concurrency = self.settings.http.max_concurrency();
         let context = DispatchContext {
             sender: self.sender.clone(),
             sink: &mut sink,
             origins: origins.as_ref(),
             counters: self.counters.clone(),
             max_pending: (concurrency * 4).max(64),
-            idempotency_header: self
-                .settings
-                .idempotency
-                .as_ref()
-                .map(|(name, _)| name.clone()),
             checkpoint: Checkpoint {
                 ledger: self.ledger.clone(),
                 input: input.path.clone(),
@@ -375,8 +375,8 @@ impl Pipeline {
         };
         let dispatcher = Dispatcher::new(context, resume, &held, report);
         let result = dispatcher.run(rx).instrument(span.clone()).await;
-        // The reader ends once the channel closes; a panic there is a bug.
-        reader.await.expect("the reader thread panicked");
+        // The reader ends once the channel closes.
+        reader.await;
         let (report, held) = result?;
         round.held.extend(held);
 
@@ -501,13 +501,17 @@ impl Origins for SourceOrigins {
             source: self.source.clone(),
             record: position.record_number,
             line: position.line,
-            idempotency_key: identity::idempotency_key(
-                self.key_source,
-                &self.fingerprint,
-                position.record_number,
-                &record.key,
-            ),
+            idempotency_key: self.idempotency_key(record),
         }
+    }
+
+    fn idempotency_key(&self, record: &Record) -> String {
+        identity::idempotency_key(
+            self.key_source,
+            &self.fingerprint,
+            record.position.record_number,
+            &record.key,
+        )
     }
 }
 

@@ -1,12 +1,19 @@
 //! The reading side of a file: bytes to records to prepared requests.
 //!
-//! Runs on a blocking thread because plugin calls are synchronous. It feeds
-//! the file to the plugin chunk by chunk, maps each batch of records in one
-//! plugin call, and sends the results to the dispatcher over a bounded
-//! channel, so a slow API slows reading instead of filling memory. Before
-//! each chunk it waits while the circuit breaker is open.
+//! Runs on a thread of its own because plugin calls are synchronous. It
+//! feeds the file to the plugin chunk by chunk, maps each batch of records
+//! in one plugin call, and sends the results to the dispatcher over a
+//! bounded channel, so a slow API slows reading instead of filling memory.
+//! Before each chunk it waits while the circuit breaker is open.
+//!
+//! The thread runs at a lower scheduling priority than the rest of the
+//! process. It works ahead of the requests, by up to the channel's size, so
+//! it can wait for a core; the thread that sends requests, and an API on
+//! the same machine, cannot wait without slowing every request down.
 
-use std::path::Path;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -14,6 +21,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use tokio::sync::mpsc;
 
+use super::dispatch::Origins;
 use super::parsing::{Parsing, Stop};
 use crate::delivery::breaker::Breaker;
 use crate::delivery::classify::error_chain;
@@ -70,6 +78,69 @@ pub struct ReaderContext {
     pub runtime: tokio::runtime::Handle,
     /// Turns true when reading must stop.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Adds an idempotency key to each request, when keys are on. The
+    /// reader does it rather than the dispatcher, whose thread sends every
+    /// request.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// The idempotency key header, and where its values come from.
+pub struct Idempotency {
+    pub header: HeaderName,
+    pub origins: Arc<dyn Origins>,
+}
+
+/// How much the reader thread lowers its priority: a nice increment.
+const READER_NICENESS: i32 = 10;
+
+/// Starts reading `path` to its end, or until the dispatcher hangs up, on a
+/// thread of its own inside `span`. The returned future ends with the
+/// thread, and carries a panic of the thread over.
+///
+/// # Errors
+///
+/// Fails when the thread cannot be started.
+pub fn spawn(
+    path: PathBuf,
+    context: ReaderContext,
+    tx: mpsc::Sender<Message>,
+    span: tracing::Span,
+) -> std::io::Result<impl Future<Output = ()>> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sluice-reader".to_owned())
+        .spawn(move || {
+            lower_priority();
+            let _entered = span.enter();
+            let read = || read_file(&path, &context, tx);
+            let _ = done.send(std::panic::catch_unwind(AssertUnwindSafe(read)));
+        })?;
+    Ok(async move {
+        match finished.await {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => unreachable!("the reader thread reports before it ends"),
+        }
+    })
+}
+
+/// Lowers the calling thread's priority by [`READER_NICENESS`]. Linux keeps
+/// a nice value per thread; elsewhere it is per process, so this does
+/// nothing there.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: getpriority and setpriority only read and set the calling
+    // thread's nice value, and take no pointers.
+    unsafe {
+        // -1 is also a valid nice value; a failed call leaves errno set,
+        // and then the priority stays as it is.
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if *libc::__errno_location() == 0 {
+            let lower = (current + READER_NICENESS).min(19);
+            let _ = libc::setpriority(libc::PRIO_PROCESS, 0, lower);
+        }
+    }
 }
 
 /// Reads `path` to its end, or until the dispatcher hangs up.
@@ -197,7 +268,17 @@ fn prepare_items(
                     request.body,
                 );
                 match prepared {
-                    Ok(request) => Item::Ready { record, request },
+                    Ok(mut request) => {
+                        if let Some(idempotency) = &context.idempotency {
+                            let key = idempotency.origins.idempotency_key(&record);
+                            // Keys the host derives are always valid; one
+                            // from an edited sidecar file may not be.
+                            if let Ok(value) = HeaderValue::try_from(key) {
+                                request.headers.insert(idempotency.header.clone(), value);
+                            }
+                        }
+                        Item::Ready { record, request }
+                    }
                     Err(reason) => Item::Unsendable { record, reason },
                 }
             }
