@@ -152,6 +152,9 @@ impl FaultPlan {
         if sum > 1.0 + 1e-9 {
             bail!("fault rates add up to {sum}; lower them so that their sum is at most 1");
         }
+        if self.max_in_flight == Some(0) {
+            bail!("max_in_flight = 0 would turn every request away; use 1 or more");
+        }
         Ok(())
     }
 

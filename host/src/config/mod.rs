@@ -382,7 +382,8 @@ pub enum Concurrency {
     Adaptive,
 }
 
-const CONCURRENCY_EXPECTED: &str = "a number of requests, such as 16, or \"adaptive\"";
+// The range is that of MAX_CONCURRENCY, which a test checks.
+const CONCURRENCY_EXPECTED: &str = "an integer from 1 to 1024, or \"adaptive\"";
 
 impl Serialize for Concurrency {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

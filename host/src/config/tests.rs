@@ -185,7 +185,8 @@ fn concurrency_is_a_number_or_adaptive() {
     for bad in ["\"many\"", "-3", "1.5"] {
         let err = parse(&format!("[http]\nconcurrency = {bad}\n")).unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("or \"adaptive\""), "{bad}: {message}");
+        let expected = format!("an integer from 1 to {MAX_CONCURRENCY}, or \"adaptive\"");
+        assert!(message.contains(&expected), "{bad}: {message}");
     }
 
     let mut config = minimal();

@@ -69,7 +69,6 @@ impl Fault {
         }
     }
 
-    /// Returns whether another attempt may succeed.
     /// Returns whether the API asked for less load: a 429 or a 503, also
     /// as judged by a plugin, or a timeout.
     pub fn is_back_pressure(&self) -> bool {
@@ -91,6 +90,7 @@ impl Fault {
         }
     }
 
+    /// Returns whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         self.kind() == FaultKind::Transient
     }

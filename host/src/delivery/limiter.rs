@@ -1,11 +1,12 @@
 //! The limit on requests in flight: fixed, or adaptive.
 //!
 //! An adaptive limit follows the API by additive increase and
-//! multiplicative decrease, judged once per window of attempts as many as
-//! the limit:
+//! multiplicative decrease, judged once per window of attempts: as many as
+//! the limit, and at least 20, so that one stray fault weighs little:
 //!
-//! - a window with a 429, a 503 or a timeout shrinks the limit to 90 % of
-//!   its size, and at least by one: the API is asking for less;
+//! - a window in which at least a tenth of the attempts got a 429, a 503
+//!   or a timeout shrinks the limit to 90 % of its size, and at least by
+//!   one: the API is asking for less;
 //! - a window that used the whole limit, with a mean latency of at most 1.5
 //!   times the baseline, grows the limit by one. The baseline is the lowest
 //!   window mean of the last 10 to 20 seconds, so that it follows an API
@@ -14,8 +15,10 @@
 //!   the API is the bottleneck, each request more in flight adds its wait
 //!   to every latency, and shrinking on that would settle at one request.
 //!
-//! While the breaker is half-open only its probe is sent, and the limit
-//! drops to one; it grows again from there once the breaker closes.
+//! Other failures, such as refused connections and 500s, say nothing about
+//! load and are left out of the windows. While the breaker is half-open
+//! only its probe is sent, and the limit drops to one. It stays there
+//! until the breaker closes, and grows again from there.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,10 @@ use super::breaker::BreakerState;
 pub const ADAPTIVE_MAX: usize = 256;
 /// Share of the limit that a window with back pressure keeps.
 const DECREASE: f64 = 0.9;
+/// The fewest attempts in a window.
+const MIN_WINDOW: usize = 20;
+/// Share of a window's attempts with back pressure that shrinks the limit.
+const SHRINK_SHARE: f64 = 0.1;
 /// A window mean up to this multiple of the baseline lets the limit grow.
 const GROW_BELOW: f64 = 1.5;
 /// The baseline is the lowest window mean of the last one or two spans.
@@ -41,6 +48,9 @@ pub enum Signal {
     Normal,
     /// A 429, a 503 or a timeout: the API wants fewer requests.
     BackPressure,
+    /// A failure that says nothing about load or latency, such as a
+    /// refused connection or a 500: left out of the window.
+    Other,
 }
 
 /// The right to have one request on the wire.
@@ -80,7 +90,9 @@ struct Window {
     attempts: usize,
     total: Duration,
     full: bool,
-    back_pressure: bool,
+    back_pressure: usize,
+    // False from the breaker's opening until it closes again.
+    breaker_closed: bool,
     baseline: Lowest,
 }
 
@@ -125,7 +137,8 @@ impl Limiter {
                     attempts: 0,
                     total: Duration::ZERO,
                     full: false,
-                    back_pressure: false,
+                    back_pressure: 0,
+                    breaker_closed: true,
                     baseline: Lowest {
                         current: f64::INFINITY,
                         previous: f64::INFINITY,
@@ -185,24 +198,30 @@ impl Limiter {
         };
         let mut window = lock(window);
         window.in_flight = window.in_flight.saturating_sub(1);
+        match signal {
+            Signal::Other => return,
+            Signal::BackPressure => window.back_pressure += 1,
+            Signal::Normal => window.total += latency,
+        }
         window.attempts += 1;
-        window.total += latency;
-        window.back_pressure |= signal == Signal::BackPressure;
         let limit = self.limit();
-        if window.attempts < limit {
+        if window.attempts < limit.max(MIN_WINDOW) {
             return;
         }
-        let mean = window.total.as_secs_f64() / window.attempts as f64;
-        // A window with back pressure says little about latency: its
+        let answered = window.attempts - window.back_pressure;
+        let pressed = window.back_pressure as f64 >= window.attempts as f64 * SHRINK_SHARE;
+        // Only answers that were not back pressure give latencies: those
         // failures may have been quick.
-        let baseline = if window.back_pressure {
+        let baseline = if pressed || answered == 0 {
             window.baseline.current.min(window.baseline.previous)
         } else {
+            let mean = window.total.as_secs_f64() / answered as f64;
             window.baseline.add(mean, now())
         };
-        let next = if window.back_pressure {
+        let mean = window.total.as_secs_f64() / answered.max(1) as f64;
+        let next = if pressed {
             ((limit as f64 * DECREASE) as usize).min(limit - 1).max(1)
-        } else if window.full && mean <= baseline * GROW_BELOW {
+        } else if window.breaker_closed && window.full && mean <= baseline * GROW_BELOW {
             (limit + 1).min(ADAPTIVE_MAX)
         } else {
             limit
@@ -210,14 +229,20 @@ impl Limiter {
         window.attempts = 0;
         window.total = Duration::ZERO;
         window.full = window.in_flight >= next;
-        window.back_pressure = false;
-        drop(window);
+        window.back_pressure = 0;
+        // Set under the lock, so that a drop to one for the breaker cannot
+        // be overwritten by a window that ends at the same time.
         self.set_limit(next);
     }
 
-    /// Follows the breaker: one request while it is half-open.
+    /// Follows the breaker: one request from half-open until it closes.
     pub fn breaker_changed(&self, state: BreakerState) {
-        if state == BreakerState::HalfOpen && self.adaptive.is_some() {
+        let Some(window) = &self.adaptive else {
+            return;
+        };
+        let mut window = lock(window);
+        window.breaker_closed = state == BreakerState::Closed;
+        if state == BreakerState::HalfOpen {
             self.set_limit(1);
         }
     }
@@ -275,7 +300,10 @@ mod tests {
         for _ in 0..limit {
             limiter.started();
         }
-        for _ in 0..limit {
+        for attempt in 0..limit.max(MIN_WINDOW) {
+            if attempt >= limit {
+                limiter.started();
+            }
             limiter.finished_at(latency, signal, || now);
         }
         drop(slots);
@@ -308,11 +336,39 @@ mod tests {
     #[test]
     fn partial_window_keeps_the_limit() {
         let limiter = Limiter::new(4, true);
-        for _ in 0..4 {
+        for _ in 0..MIN_WINDOW {
             limiter.started();
             limiter.finished(FAST, Signal::Normal);
         }
         assert_eq!(limiter.limit(), 4);
+    }
+
+    #[test]
+    fn stray_back_pressure_does_not_shrink() {
+        let limiter = Limiter::new(16, true);
+        for _ in 0..16 {
+            limiter.started();
+        }
+        limiter.finished(FAST, Signal::BackPressure);
+        for attempt in 1..MIN_WINDOW {
+            if attempt >= 16 {
+                limiter.started();
+            }
+            limiter.finished(FAST, Signal::Normal);
+        }
+        assert_eq!(limiter.limit(), 17, "one in 20 is below a tenth");
+    }
+
+    #[test]
+    fn other_failures_are_left_out() {
+        let limiter = Limiter::new(4, true);
+        for _ in 0..100 {
+            limiter.started();
+            limiter.finished(Duration::ZERO, Signal::Other);
+        }
+        assert_eq!(limiter.limit(), 4);
+        window(&limiter, FAST, Signal::Normal);
+        assert_eq!(limiter.limit(), 5, "the window starts after them");
     }
 
     #[test]
@@ -382,7 +438,7 @@ mod tests {
         for _ in 0..10 {
             limiter.started();
         }
-        for _ in 0..10 {
+        for _ in 0..MIN_WINDOW {
             limiter.finished(FAST, Signal::BackPressure);
         }
         assert_eq!(limiter.limit(), 9);
@@ -398,6 +454,9 @@ mod tests {
         limiter.breaker_changed(BreakerState::HalfOpen);
         assert_eq!(limiter.limit(), 1);
         assert_eq!(free_slots(&limiter), 1);
+        window(&limiter, FAST, Signal::Normal);
+        assert_eq!(limiter.limit(), 1, "no growth until the breaker closes");
+        limiter.breaker_changed(BreakerState::Closed);
         window(&limiter, FAST, Signal::Normal);
         window(&limiter, FAST, Signal::Normal);
         assert_eq!(limiter.limit(), 3);

@@ -419,8 +419,11 @@ impl Sender {
         let elapsed = started.elapsed();
         self.in_flight.finished(elapsed);
         let signal = match &result {
+            Ok(_) => Signal::Normal,
             Err((detail, _)) if detail.fault.is_back_pressure() => Signal::BackPressure,
-            _ => Signal::Normal,
+            Err((detail, _)) if detail.fault.is_transient() => Signal::Other,
+            // A permanent fault is an answer, with a latency like others.
+            Err(_) => Signal::Normal,
         };
         self.limiter.finished(elapsed, signal);
         self.in_flight.limit(self.limiter.limit());
