@@ -1,5 +1,5 @@
-//! Adaptive concurrency against an API that sheds load: the target answers
-//! 503 to every request that arrives while four others are being served.
+//! Adaptive concurrency against an API that sheds load: the target returns
+//! 503 for every request that arrives while four others are being served.
 
 use std::path::Path;
 

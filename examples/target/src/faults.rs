@@ -370,6 +370,21 @@ mod tests {
     }
 
     #[test]
+    fn validate_rejects_zero_in_flight() {
+        let plan = FaultPlan {
+            max_in_flight: Some(0),
+            ..FaultPlan::default()
+        };
+        let err = plan.validate().unwrap_err().to_string();
+        assert!(err.contains("max_in_flight = 0"), "{err}");
+        let one = FaultPlan {
+            max_in_flight: Some(1),
+            ..FaultPlan::default()
+        };
+        assert!(one.validate().is_ok());
+    }
+
+    #[test]
     fn validate_rejects_bad_rates() {
         let negative = FaultPlan {
             rate_503: -0.1,

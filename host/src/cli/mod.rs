@@ -424,9 +424,9 @@ fn ingest(
 /// wake each other without crossing threads. In `scripts/bench` this cut
 /// the CPU time per record by about a fifth against a worker per core.
 ///
-/// A current-thread runtime would save a little more, but the metrics
-/// server must keep answering while the main thread writes the summary
-/// after the run, and only worker threads do that.
+/// A current-thread runtime would save a little more CPU time. It is not
+/// used because the metrics server must keep serving while the main thread
+/// writes the summary after the run, and only worker threads do that.
 pub(crate) fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     tokio::runtime::Builder::new_multi_thread()

@@ -462,7 +462,7 @@ impl std::str::FromStr for Concurrency {
 }
 
 impl HttpSettings {
-    /// The most requests that can ever be in flight at once.
+    /// Returns the maximum number of requests that can be in flight at once.
     pub fn max_concurrency(&self) -> usize {
         if self.adaptive {
             crate::delivery::limiter::ADAPTIVE_MAX
@@ -475,7 +475,7 @@ impl HttpSettings {
 /// Validated HTTP client settings.
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
-    /// Requests in flight at once; for an adaptive limit, where it starts.
+    /// Requests in flight at once, or where an adaptive limit starts.
     pub concurrency: NonZeroUsize,
     /// Whether the limit adapts, between 1 and
     /// [`crate::delivery::limiter::ADAPTIVE_MAX`].

@@ -147,6 +147,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn back_pressure_is_429_503_or_timeout() {
+        let plugin = |status: u16, transient: bool| Fault::Plugin {
+            status: StatusCode::from_u16(status).unwrap(),
+            transient,
+            reason: String::new(),
+        };
+        let cases = [
+            (Fault::Status(StatusCode::TOO_MANY_REQUESTS), true),
+            (Fault::Status(StatusCode::SERVICE_UNAVAILABLE), true),
+            (Fault::Timeout, true),
+            (plugin(503, true), true),
+            (plugin(503, false), false),
+            (Fault::Status(StatusCode::INTERNAL_SERVER_ERROR), false),
+            (Fault::Status(StatusCode::BAD_REQUEST), false),
+            (Fault::Connection("refused".to_owned()), false),
+        ];
+        for (fault, expected) in cases {
+            assert_eq!(fault.is_back_pressure(), expected, "{fault:?}");
+        }
+    }
+
+    #[test]
     fn server_errors_are_transient() {
         for code in [500, 502, 503, 504, 599] {
             let status = StatusCode::from_u16(code).unwrap();

@@ -32,7 +32,7 @@ use super::breaker::BreakerState;
 pub const ADAPTIVE_MAX: usize = 256;
 /// Share of the limit that a window with back pressure keeps.
 const DECREASE: f64 = 0.9;
-/// The fewest attempts in a window.
+/// Minimum number of attempts in a window.
 const MIN_WINDOW: usize = 20;
 /// Share of a window's attempts with back pressure that shrinks the limit.
 const SHRINK_SHARE: f64 = 0.1;
@@ -41,15 +41,15 @@ const GROW_BELOW: f64 = 1.5;
 /// The baseline is the lowest window mean of the last one or two spans.
 const BASELINE_SPAN: Duration = Duration::from_secs(10);
 
-/// What an attempt's result shows about the API's load.
+/// The load signal of an attempt's result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
-    /// An answer that says nothing about load: its latency counts.
+    /// A response that carries no load signal: its latency counts.
     Normal,
     /// A 429, a 503 or a timeout: the API wants fewer requests.
     BackPressure,
-    /// A failure that says nothing about load or latency, such as a
-    /// refused connection or a 500: left out of the window.
+    /// A failure with no load signal and no useful latency, such as a
+    /// refused connection or a 500. It is left out of the window.
     Other,
 }
 
@@ -119,8 +119,8 @@ impl Lowest {
 }
 
 impl Limiter {
-    /// A limiter that starts at `limit`; an adaptive one moves between 1
-    /// and [`ADAPTIVE_MAX`].
+    /// Creates a limiter that starts at `limit`. An adaptive one moves
+    /// between 1 and [`ADAPTIVE_MAX`].
     pub fn new(limit: usize, adaptive: bool) -> Arc<Limiter> {
         let limit = if adaptive {
             limit.clamp(1, ADAPTIVE_MAX)
@@ -149,7 +149,7 @@ impl Limiter {
         })
     }
 
-    /// The current limit.
+    /// Returns the current limit.
     pub fn limit(&self) -> usize {
         self.limit.load(Relaxed)
     }
@@ -198,6 +198,7 @@ impl Limiter {
         };
         let mut window = lock(window);
         window.in_flight = window.in_flight.saturating_sub(1);
+
         match signal {
             Signal::Other => return,
             Signal::BackPressure => window.back_pressure += 1,
@@ -208,10 +209,11 @@ impl Limiter {
         if window.attempts < limit.max(MIN_WINDOW) {
             return;
         }
+
         let answered = window.attempts - window.back_pressure;
         let pressed = window.back_pressure as f64 >= window.attempts as f64 * SHRINK_SHARE;
-        // Only answers that were not back pressure give latencies: those
-        // failures may have been quick.
+        // Only responses without back pressure give latencies, because
+        // the failures may have been quick.
         let baseline = if pressed || answered == 0 {
             window.baseline.current.min(window.baseline.previous)
         } else {
@@ -226,6 +228,7 @@ impl Limiter {
         } else {
             limit
         };
+
         window.attempts = 0;
         window.total = Duration::ZERO;
         window.full = window.in_flight >= next;
@@ -315,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fixed_limit_never_moves() {
+    fn fixed_limit_never_moves() {
         let limiter = Limiter::new(4, false);
         window(&limiter, FAST, Signal::BackPressure);
         limiter.breaker_changed(BreakerState::HalfOpen);
@@ -413,7 +416,7 @@ mod tests {
             start + Duration::from_secs(1),
         );
         assert_eq!(limiter.limit(), 5);
-        // A new span starts, but the last one still holds the fast window.
+        // A new span starts, but the last one still contains the fast window.
         window_at(
             &limiter,
             slow,
@@ -434,7 +437,7 @@ mod tests {
     #[test]
     fn busy_slots_retire_on_return() {
         let limiter = Limiter::new(10, true);
-        let held: Vec<_> = (0..10).map(|_| limiter.try_slot().unwrap()).collect();
+        let in_use: Vec<_> = (0..10).map(|_| limiter.try_slot().unwrap()).collect();
         for _ in 0..10 {
             limiter.started();
         }
@@ -442,7 +445,7 @@ mod tests {
             limiter.finished(FAST, Signal::BackPressure);
         }
         assert_eq!(limiter.limit(), 9);
-        drop(held);
+        drop(in_use);
         assert_eq!(free_slots(&limiter), 9);
     }
 

@@ -230,7 +230,7 @@ impl Sender {
     /// Delivers one request, retrying transient faults.
     ///
     /// `slot`, when given, is used for the first attempt if the breaker
-    /// admits it at once; otherwise it is given back before waiting.
+    /// admits it at once. Otherwise it is given back before waiting.
     /// `seed` picks the record's jitter stream when no jitter seed is
     /// configured to be fixed; `on_event` hears about retries and breaker
     /// changes as they happen.
@@ -270,8 +270,8 @@ impl Sender {
             let admission = match self.breaker.admit_now() {
                 Some(admission) => admission,
                 None => {
-                    // A request that waits for the breaker holds no slot,
-                    // so that the probe, whichever request it is, gets one.
+                    // A request that waits for the breaker gives its slot
+                    // back, so that the probe, whichever request it is, gets one.
                     slot = None;
                     tokio::select! {
                         admission = self.breaker.admit(role) => admission,
@@ -305,7 +305,7 @@ impl Sender {
 
             // Requests queue here for a concurrency slot; one that gets a
             // slot after the stop signal is left for the next run.
-            // A free slot is taken at once; a permit is only free when no
+            // A free slot is taken at once. A permit is only free when no
             // request is queued for one, so this keeps the queue's order.
             let slot = match slot.take().or_else(|| self.try_slot()) {
                 Some(slot) => slot,
@@ -422,7 +422,7 @@ impl Sender {
             Ok(_) => Signal::Normal,
             Err((detail, _)) if detail.fault.is_back_pressure() => Signal::BackPressure,
             Err((detail, _)) if detail.fault.is_transient() => Signal::Other,
-            // A permanent fault is an answer, with a latency like others.
+            // A permanent fault is a response, with a latency like others.
             Err(_) => Signal::Normal,
         };
         self.limiter.finished(elapsed, signal);

@@ -8,7 +8,7 @@
 //!
 //! The thread runs at a lower scheduling priority than the rest of the
 //! process. It works ahead of the requests, by up to the channel's size, so
-//! it can wait for a core; the thread that sends requests, and an API on
+//! it can wait for a core. The thread that sends requests, and an API on
 //! the same machine, cannot wait without slowing every request down.
 
 use std::future::Future;
@@ -95,7 +95,7 @@ const READER_NICENESS: i32 = 10;
 
 /// Starts reading `path` to its end, or until the dispatcher hangs up, on a
 /// thread of its own inside `span`. The returned future ends with the
-/// thread, and carries a panic of the thread over.
+/// thread and passes on a panic of the thread.
 ///
 /// # Errors
 ///
@@ -125,15 +125,15 @@ pub fn spawn(
 }
 
 /// Lowers the calling thread's priority by [`READER_NICENESS`]. Linux keeps
-/// a nice value per thread; elsewhere it is per process, so this does
+/// a nice value per thread. Elsewhere it is per process, so this does
 /// nothing there.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: getpriority and setpriority only read and set the calling
     // thread's nice value, and take no pointers.
     unsafe {
-        // -1 is also a valid nice value; a failed call leaves errno set,
-        // and then the priority stays as it is.
+        // -1 is also a valid nice value, so errno tells a failed call
+        // apart. After a failure the priority stays as it is.
         *libc::__errno_location() = 0;
         let current = libc::getpriority(libc::PRIO_PROCESS, 0);
         if *libc::__errno_location() == 0 {
@@ -293,4 +293,27 @@ fn too_large(what: &str, len: usize, max: usize) -> String {
         "{what} is {len} bytes, more than plugin.max_record_bytes ({max}); raise the limit \
          or fix the plugin"
     )
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn nice() -> i32 {
+        // SAFETY: reads the calling thread's nice value only.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn reader_priority_is_lowered() {
+        let (before, after) = std::thread::spawn(|| {
+            let before = nice();
+            lower_priority();
+            (before, nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(after, (before + READER_NICENESS).min(19));
+        assert_eq!(nice(), before, "only the calling thread changes");
+    }
 }
