@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_tests::prometheus::Scrape;
-use sluice_tests::{csv_plugin, sluice_bin, switchable_server, write_file, Sluice};
+use sluice_tests::{csv_plugin, dataset, sluice_bin, switchable_server, write_file, Sluice};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use wiremock::MockServer;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// Rows in the test file, each with its own key.
 const ROWS: u64 = 40;
@@ -43,6 +43,12 @@ struct Running {
 
 impl Running {
     async fn start(dir: &Path, server: &MockServer, extra: &[&str]) -> Running {
+        Running::start_with(dir, server, extra, &airports(dir)).await
+    }
+
+    /// Like [`Running::start`], but sends `input`, whose rows hold the
+    /// airport CSV's `iata` column.
+    async fn start_with(dir: &Path, server: &MockServer, extra: &[&str], input: &Path) -> Running {
         let summary_pipe = dir.join("summary.pipe");
         let mkfifo = std::process::Command::new("mkfifo")
             .arg(&summary_pipe)
@@ -65,7 +71,7 @@ impl Running {
             .arg("--summary-json")
             .arg(&summary_pipe)
             .args(extra)
-            .arg(airports(dir))
+            .arg(input)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -334,6 +340,61 @@ async fn breaker_outage_shows_in_metrics_and_readyz() {
     assert_eq!(calls("finish"), 1);
     assert!(calls("feed") >= 1);
     assert!(calls("map") >= 1);
+}
+
+/// Responds with 503 to a fixed, scattered eighth of the requests,
+/// whatever their number in flight, and with 204 to the rest.
+struct BackgroundFaults {
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Respond for BackgroundFaults {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        // Multiplying by an odd constant scatters the faults.
+        if n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61 == 0 {
+            ResponseTemplate::new(503)
+        } else {
+            ResponseTemplate::new(204)
+        }
+    }
+}
+
+#[tokio::test]
+async fn adaptive_limit_survives_steady_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(BackgroundFaults {
+            requests: Default::default(),
+        })
+        .mount(&server)
+        .await;
+    let extra = [
+        "--concurrency=adaptive",
+        "--max-retries=20",
+        "--failure-threshold=1000",
+    ];
+    let input = dataset("airports.csv");
+    let run = Running::start_with(dir.path(), &server, &extra, &input).await;
+    run.wait_for_summary().await;
+    let last = run.scrape().await;
+    let requests = server.received_requests().await.unwrap().len() as u64;
+    let (code, summary, stderr) = run.finish().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let delivered = total(&summary, "delivered");
+    assert_eq!(delivered, 3376, "{summary}");
+
+    // One request in eight fails at any load, and each failure is retried.
+    let failed = requests - delivered;
+    assert!(
+        failed * 10 > delivered && failed * 6 < delivered,
+        "{failed} failed requests for {delivered} records"
+    );
+    // Shrinking on those would not help, and a limit that did would sink
+    // toward one. It ends no lower than it started.
+    let limit = last.value("sluice_concurrency_limit", &[]);
+    assert!(limit >= 16.0, "the limit sank to {limit}");
 }
 
 #[tokio::test]

@@ -2,23 +2,35 @@
 //!
 //! An adaptive limit follows the API by additive increase and
 //! multiplicative decrease, judged once per window of attempts: as many as
-//! the limit, and at least 20, so that one stray fault weighs little:
+//! the limit, and at least 20, so that one stray fault weighs little.
 //!
-//! - a window in which at least a tenth of the attempts got a 429, a 503
-//!   or a timeout shrinks the limit to 90 % of its size, and at least by
-//!   one: the API is asking for less;
-//! - a window that used the whole limit, with a mean latency of at most 1.5
+//! - A window shrinks the limit when more of its attempts got a 429, a 503
+//!   or a timeout than a steady one in ten would give by chance. That is
+//!   more than the mean plus two standard deviations, such as 5 of 20 or 17
+//!   of 100. Many APIs fail a few percent of requests at any load, and a
+//!   limit that shrank on those would sink to one, where one stalled
+//!   request blocks all sending. The new limit is the share of the window
+//!   that the API served, with the one in ten counted as served: between
+//!   half and 90 % of the old limit, and at least one less.
+//! - A window that used the whole limit, with a mean latency of at most 1.5
 //!   times the baseline, grows the limit by one. The baseline is the lowest
 //!   window mean of the last 10 to 20 seconds, so that it follows an API
-//!   that became slower for good;
-//! - anything else keeps the limit. Latency alone never shrinks it: when
+//!   that became slower for good.
+//! - Anything else keeps the limit. Latency alone never shrinks it: when
 //!   the API is the bottleneck, each request more in flight adds its wait
 //!   to every latency, and shrinking on that would settle at one request.
 //!
-//! Other failures, such as refused connections and 500s, say nothing about
-//! load and are left out of the windows. While the breaker is half-open
-//! only its probe is sent, and the limit drops to one. It stays there
-//! until the breaker closes, and grows again from there.
+//! Back pressure on an attempt that started before the last shrink is left
+//! out, because that shrink already accounts for it. The timeouts of one
+//! slow spell arrive together, one timeout after the load that caused them.
+//! Counted again, they would shrink the limit once per window, as TCP would
+//! if it cut its window for every packet lost in one burst. Other
+//! failures, such as refused connections and 500s, say nothing about load
+//! and are left out of the windows too.
+//!
+//! While the breaker is half-open only its probe is sent, and the limit
+//! drops to one. It stays there until the breaker closes, and grows again
+//! from there.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -30,12 +42,14 @@ use super::breaker::BreakerState;
 
 /// The highest adaptive limit.
 pub const ADAPTIVE_MAX: usize = 256;
-/// Share of the limit that a window with back pressure keeps.
-const DECREASE: f64 = 0.9;
+/// Largest and smallest share of the limit that a shrink keeps.
+const KEEP_MOST: f64 = 0.9;
+const KEEP_LEAST: f64 = 0.5;
 /// Minimum number of attempts in a window.
 const MIN_WINDOW: usize = 20;
-/// Share of a window's attempts with back pressure that shrinks the limit.
-const SHRINK_SHARE: f64 = 0.1;
+/// Share of attempts with back pressure that the limit tolerates as the
+/// API's own, present at any load.
+const BACKGROUND_SHARE: f64 = 0.1;
 /// A window mean up to this multiple of the baseline lets the limit grow.
 const GROW_BELOW: f64 = 1.5;
 /// The baseline is the lowest window mean of the last one or two spans.
@@ -51,6 +65,12 @@ pub enum Signal {
     /// A failure with no load signal and no useful latency, such as a
     /// refused connection or a 500. It is left out of the window.
     Other,
+}
+
+/// Marks an attempt on the wire: which shrink of the limit it started after.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    shrinks: u64,
 }
 
 /// The right to have one request on the wire.
@@ -91,6 +111,8 @@ struct Window {
     total: Duration,
     full: bool,
     back_pressure: usize,
+    // Times the limit shrank, the drops to one for the breaker included.
+    shrinks: u64,
     // False from the breaker's opening until it closes again.
     breaker_closed: bool,
     baseline: Lowest,
@@ -138,6 +160,7 @@ impl Limiter {
                     total: Duration::ZERO,
                     full: false,
                     back_pressure: 0,
+                    shrinks: 0,
                     breaker_closed: true,
                     baseline: Lowest {
                         current: f64::INFINITY,
@@ -176,31 +199,43 @@ impl Limiter {
     }
 
     /// Counts an attempt that went on the wire.
-    pub fn started(&self) {
-        if let Some(window) = &self.adaptive {
-            let mut window = lock(window);
-            window.in_flight += 1;
-            if window.in_flight >= self.limit() {
-                window.full = true;
-            }
+    pub fn started(&self) -> Started {
+        let Some(window) = &self.adaptive else {
+            return Started { shrinks: 0 };
+        };
+        let mut window = lock(window);
+        window.in_flight += 1;
+        if window.in_flight >= self.limit() {
+            window.full = true;
+        }
+        Started {
+            shrinks: window.shrinks,
         }
     }
 
     /// Counts an attempt that ended after `latency`, and moves the limit
     /// when it ends a window.
-    pub fn finished(&self, latency: Duration, signal: Signal) {
-        self.finished_at(latency, signal, Instant::now);
+    pub fn finished(&self, started: Started, latency: Duration, signal: Signal) {
+        self.finished_at(started, latency, signal, Instant::now);
     }
 
-    fn finished_at(&self, latency: Duration, signal: Signal, now: impl FnOnce() -> Instant) {
+    fn finished_at(
+        &self,
+        started: Started,
+        latency: Duration,
+        signal: Signal,
+        now: impl FnOnce() -> Instant,
+    ) {
         let Some(window) = &self.adaptive else {
             return;
         };
         let mut window = lock(window);
         window.in_flight = window.in_flight.saturating_sub(1);
 
+        let answered_before = signal == Signal::BackPressure && started.shrinks < window.shrinks;
         match signal {
             Signal::Other => return,
+            _ if answered_before => return,
             Signal::BackPressure => window.back_pressure += 1,
             Signal::Normal => window.total += latency,
         }
@@ -211,7 +246,7 @@ impl Limiter {
         }
 
         let answered = window.attempts - window.back_pressure;
-        let pressed = window.back_pressure as f64 >= window.attempts as f64 * SHRINK_SHARE;
+        let pressed = window.back_pressure > background_limit(window.attempts);
         // Only responses without back pressure give latencies, because
         // the failures may have been quick.
         let baseline = if pressed || answered == 0 {
@@ -222,7 +257,9 @@ impl Limiter {
         };
         let mean = window.total.as_secs_f64() / answered.max(1) as f64;
         let next = if pressed {
-            ((limit as f64 * DECREASE) as usize).min(limit - 1).max(1)
+            let pressure = window.back_pressure as f64 / window.attempts as f64;
+            let keep = (1.0 + BACKGROUND_SHARE - pressure).clamp(KEEP_LEAST, KEEP_MOST);
+            ((limit as f64 * keep) as usize).min(limit - 1).max(1)
         } else if window.breaker_closed && window.full && mean <= baseline * GROW_BELOW {
             (limit + 1).min(ADAPTIVE_MAX)
         } else {
@@ -233,6 +270,9 @@ impl Limiter {
         window.total = Duration::ZERO;
         window.full = window.in_flight >= next;
         window.back_pressure = 0;
+        if next < limit {
+            window.shrinks += 1;
+        }
         // Set under the lock, so that a drop to one for the breaker cannot
         // be overwritten by a window that ends at the same time.
         self.set_limit(next);
@@ -246,6 +286,7 @@ impl Limiter {
         let mut window = lock(window);
         window.breaker_closed = state == BreakerState::Closed;
         if state == BreakerState::HalfOpen {
+            window.shrinks += 1;
             self.set_limit(1);
         }
     }
@@ -278,6 +319,15 @@ impl Limiter {
     }
 }
 
+/// Returns the largest count of back pressure in `attempts` that a steady
+/// share of one in ten gives by chance: the mean plus two standard
+/// deviations.
+fn background_limit(attempts: usize) -> usize {
+    let n = attempts as f64;
+    let p = BACKGROUND_SHARE;
+    (n * p + 2.0 * (n * p * (1.0 - p)).sqrt()) as usize
+}
+
 fn lock(window: &Mutex<Window>) -> std::sync::MutexGuard<'_, Window> {
     // Every update leaves the window whole, so a poisoned lock is usable.
     window
@@ -300,16 +350,21 @@ mod tests {
     fn window_at(limiter: &Arc<Limiter>, latency: Duration, signal: Signal, now: Instant) {
         let limit = limiter.limit();
         let slots: Vec<_> = (0..limit).map(|_| limiter.try_slot().unwrap()).collect();
-        for _ in 0..limit {
-            limiter.started();
-        }
+        let mut on_wire: Vec<_> = (0..limit).map(|_| limiter.started()).collect();
         for attempt in 0..limit.max(MIN_WINDOW) {
             if attempt >= limit {
-                limiter.started();
+                on_wire.push(limiter.started());
             }
-            limiter.finished_at(latency, signal, || now);
+            let started = on_wire.pop().unwrap();
+            limiter.finished_at(started, latency, signal, || now);
         }
         drop(slots);
+    }
+
+    /// Starts and finishes one attempt that never overlaps another.
+    fn alone(limiter: &Limiter, latency: Duration, signal: Signal) {
+        let started = limiter.started();
+        limiter.finished(started, latency, signal);
     }
 
     fn free_slots(limiter: &Arc<Limiter>) -> usize {
@@ -340,8 +395,7 @@ mod tests {
     fn partial_window_keeps_the_limit() {
         let limiter = Limiter::new(4, true);
         for _ in 0..MIN_WINDOW {
-            limiter.started();
-            limiter.finished(FAST, Signal::Normal);
+            alone(&limiter, FAST, Signal::Normal);
         }
         assert_eq!(limiter.limit(), 4);
     }
@@ -349,15 +403,13 @@ mod tests {
     #[test]
     fn stray_back_pressure_does_not_shrink() {
         let limiter = Limiter::new(16, true);
-        for _ in 0..16 {
-            limiter.started();
-        }
-        limiter.finished(FAST, Signal::BackPressure);
+        let mut on_wire: Vec<_> = (0..16).map(|_| limiter.started()).collect();
+        limiter.finished(on_wire.pop().unwrap(), FAST, Signal::BackPressure);
         for attempt in 1..MIN_WINDOW {
             if attempt >= 16 {
-                limiter.started();
+                on_wire.push(limiter.started());
             }
-            limiter.finished(FAST, Signal::Normal);
+            limiter.finished(on_wire.pop().unwrap(), FAST, Signal::Normal);
         }
         assert_eq!(limiter.limit(), 17, "one in 20 is below a tenth");
     }
@@ -366,27 +418,105 @@ mod tests {
     fn other_failures_are_left_out() {
         let limiter = Limiter::new(4, true);
         for _ in 0..100 {
-            limiter.started();
-            limiter.finished(Duration::ZERO, Signal::Other);
+            alone(&limiter, Duration::ZERO, Signal::Other);
         }
         assert_eq!(limiter.limit(), 4);
         window(&limiter, FAST, Signal::Normal);
         assert_eq!(limiter.limit(), 5, "the window starts after them");
     }
 
+    /// Ends a window of overlapping attempts at `limit`, of which
+    /// `pressed` got back pressure, and returns the new limit.
+    fn window_with(limit: usize, pressed: usize) -> usize {
+        let limiter = Limiter::new(limit, true);
+        let attempts = limit.max(MIN_WINDOW);
+        let mut on_wire: Vec<_> = (0..attempts).map(|_| limiter.started()).collect();
+        for attempt in 0..attempts {
+            let signal = if attempt < pressed {
+                Signal::BackPressure
+            } else {
+                Signal::Normal
+            };
+            limiter.finished(on_wire.pop().unwrap(), FAST, signal);
+        }
+        limiter.limit()
+    }
+
     #[test]
-    fn back_pressure_shrinks_by_a_tenth() {
+    fn shrink_follows_the_share_turned_away() {
+        assert_eq!(window_with(20, 4), 21, "4 of 20 can be chance");
+        assert_eq!(window_with(20, 5), 17, "keeps 1.1 - 0.25 of 20");
+        assert_eq!(window_with(20, 8), 14, "keeps 1.1 - 0.4 of 20");
+        assert_eq!(window_with(100, 16), 101, "16 of 100 can be chance");
+        assert_eq!(window_with(100, 17), 90, "keeps at most 90 %");
+        assert_eq!(window_with(20, 20), 10, "keeps at least half");
+        assert_eq!(window_with(5, 5), 4);
+        assert_eq!(window_with(5, 20), 2);
+        assert_eq!(window_with(2, 20), 1);
+        assert_eq!(window_with(1, 20), 1, "the limit never drops below one");
+    }
+
+    #[test]
+    fn background_limit_is_two_deviations_up() {
+        assert_eq!(background_limit(20), 4);
+        assert_eq!(background_limit(100), 16);
+        assert_eq!(background_limit(ADAPTIVE_MAX), 35);
+    }
+
+    #[test]
+    fn shrunk_limit_takes_slots_back() {
         let limiter = Limiter::new(40, true);
         window(&limiter, FAST, Signal::BackPressure);
-        assert_eq!(limiter.limit(), 36);
-        assert_eq!(free_slots(&limiter), 36);
+        assert_eq!(limiter.limit(), 20);
+        assert_eq!(free_slots(&limiter), 20);
+    }
 
-        let small = Limiter::new(3, true);
-        window(&small, FAST, Signal::BackPressure);
-        assert_eq!(small.limit(), 2);
-        window(&small, FAST, Signal::BackPressure);
-        window(&small, FAST, Signal::BackPressure);
-        assert_eq!(small.limit(), 1, "the limit never drops below one");
+    /// Runs `windows` windows of overlapping attempts, each getting back
+    /// pressure with the chance that `share` gives for the current limit,
+    /// and returns the mean limit over the second half.
+    fn simulate(limiter: &Arc<Limiter>, windows: usize, share: impl Fn(usize) -> f64) -> f64 {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut sum = 0;
+        for n in 0..windows {
+            let limit = limiter.limit();
+            let slots: Vec<_> = (0..limit).map(|_| limiter.try_slot().unwrap()).collect();
+            let mut on_wire: Vec<_> = (0..limit).map(|_| limiter.started()).collect();
+            for attempt in 0..limit.max(MIN_WINDOW) {
+                if attempt >= limit {
+                    on_wire.push(limiter.started());
+                }
+                let signal = if rng.gen_bool(share(limit)) {
+                    Signal::BackPressure
+                } else {
+                    Signal::Normal
+                };
+                limiter.finished(on_wire.pop().unwrap(), FAST, signal);
+            }
+            drop(slots);
+            if n >= windows / 2 {
+                sum += limiter.limit();
+            }
+        }
+        sum as f64 / (windows - windows / 2) as f64
+    }
+
+    #[test]
+    fn background_faults_do_not_hold_the_limit_down() {
+        // An API that fails one request in seven whatever the load.
+        let limiter = Limiter::new(16, true);
+        let mean = simulate(&limiter, 4000, |_| 1.0 / 7.0);
+        assert!(mean > 32.0, "mean limit {mean}");
+    }
+
+    #[test]
+    fn shedding_api_holds_the_limit_near_its_capacity() {
+        // An API that serves 8 at once and turns the rest away.
+        let limiter = Limiter::new(16, true);
+        let mean = simulate(&limiter, 4000, |limit| {
+            limit.saturating_sub(8) as f64 / limit as f64
+        });
+        assert!((8.0..12.0).contains(&mean), "mean limit {mean}");
     }
 
     #[test]
@@ -438,15 +568,14 @@ mod tests {
     fn busy_slots_retire_on_return() {
         let limiter = Limiter::new(10, true);
         let in_use: Vec<_> = (0..10).map(|_| limiter.try_slot().unwrap()).collect();
-        for _ in 0..10 {
-            limiter.started();
+        let mut on_wire: Vec<_> = (0..10).map(|_| limiter.started()).collect();
+        on_wire.extend((10..MIN_WINDOW).map(|_| limiter.started()));
+        for started in on_wire {
+            limiter.finished(started, FAST, Signal::BackPressure);
         }
-        for _ in 0..MIN_WINDOW {
-            limiter.finished(FAST, Signal::BackPressure);
-        }
-        assert_eq!(limiter.limit(), 9);
+        assert_eq!(limiter.limit(), 5);
         drop(in_use);
-        assert_eq!(free_slots(&limiter), 9);
+        assert_eq!(free_slots(&limiter), 5);
     }
 
     #[test]

@@ -413,7 +413,7 @@ impl Sender {
         _slot: Slot,
     ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
         self.in_flight.started();
-        self.limiter.started();
+        let on_wire = self.limiter.started();
         let started = std::time::Instant::now();
         let result = self.exchange(request).await;
         let elapsed = started.elapsed();
@@ -425,7 +425,7 @@ impl Sender {
             // A permanent fault is a response, with a latency like others.
             Err(_) => Signal::Normal,
         };
-        self.limiter.finished(elapsed, signal);
+        self.limiter.finished(on_wire, elapsed, signal);
         self.in_flight.limit(self.limiter.limit());
         result
     }
