@@ -127,7 +127,19 @@ pub struct RunReport {
     /// when the run ended, from this run or earlier ones.
     pub pending_dead_letter_files: usize,
     pub breaker_openings: u64,
+    /// The adaptive concurrency limit, when `http.concurrency` is
+    /// `"adaptive"`.
+    pub adaptive_limit: Option<AdaptiveLimit>,
     pub elapsed_seconds: f64,
+}
+
+/// The last and highest values of an adaptive concurrency limit in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AdaptiveLimit {
+    /// The limit when the run ended.
+    pub last: usize,
+    /// The highest limit of the run.
+    pub highest: usize,
 }
 
 impl RunReport {
@@ -186,6 +198,13 @@ impl RunReport {
         writeln!(out, "  dead-lettered  {}", self.total(|f| f.dead_lettered))?;
         writeln!(out, "  rejected       {}", self.total(|f| f.rejected))?;
         writeln!(out, "  breaker opened {} times", self.breaker_openings)?;
+        if let Some(limit) = self.adaptive_limit {
+            writeln!(
+                out,
+                "  concurrency    adaptive: {} at the end, {} at the highest",
+                limit.last, limit.highest
+            )?;
+        }
         let skipped = self.total(|f| f.skipped);
         let replayed = self.total(|f| f.replayed);
         if skipped + replayed > 0 {

@@ -60,7 +60,7 @@ async fn send(concurrency: &str) -> (Finished, Stats) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_limit_backs_off_shedding_api() {
-    let (_, fixed) = send("16").await;
+    let (fixed_run, fixed) = send("16").await;
     let (adaptive, shed) = send("adaptive").await;
     let turned_away = |stats: &Stats| stats.faults.crowded as f64 / stats.requests as f64;
 
@@ -77,6 +77,22 @@ async fn adaptive_limit_backs_off_shedding_api() {
         turned_away(&shed) * 2.0 < turned_away(&fixed),
         "adaptive: {shed:?}\nfixed at 16: {fixed:?}"
     );
+    // Only the adaptive run reports its limit, which ends near the four
+    // that the API serves.
+    assert_eq!(fixed_run.summary["adaptive_limit"], serde_json::Value::Null);
+    assert!(
+        !fixed_run.stdout.contains("concurrency"),
+        "{}",
+        fixed_run.stdout
+    );
+    let last = adaptive.summary["adaptive_limit"]["last"].as_u64().unwrap();
+    let highest = adaptive.summary["adaptive_limit"]["highest"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=12).contains(&last), "{}", adaptive.summary);
+    assert!(highest >= 16, "{}", adaptive.summary);
+    let line = format!("  concurrency    adaptive: {last} at the end, {highest} at the highest");
+    assert!(adaptive.stdout.contains(&line), "{}", adaptive.stdout);
     assert_eq!(
         adaptive.total("retries"),
         shed.faults.crowded,

@@ -395,6 +395,11 @@ async fn adaptive_limit_survives_steady_faults() {
     // toward one. It ends no lower than it started.
     let limit = last.value("sluice_concurrency_limit", &[]);
     assert!(limit >= 16.0, "the limit sank to {limit}");
+    assert_eq!(
+        summary["adaptive_limit"]["last"].as_f64(),
+        Some(limit),
+        "{summary}"
+    );
 }
 
 #[tokio::test]

@@ -101,6 +101,8 @@ pub struct Limiter {
     // number in use.
     excess: AtomicUsize,
     limit: AtomicUsize,
+    // The highest limit so far.
+    highest: AtomicUsize,
     adaptive: Option<Mutex<Window>>,
 }
 
@@ -153,6 +155,7 @@ impl Limiter {
             slots: Arc::new(Semaphore::new(limit)),
             excess: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            highest: AtomicUsize::new(limit),
             adaptive: adaptive.then(|| {
                 Mutex::new(Window {
                     in_flight: 0,
@@ -175,6 +178,13 @@ impl Limiter {
     /// Returns the current limit.
     pub fn limit(&self) -> usize {
         self.limit.load(Relaxed)
+    }
+
+    /// Returns the current and the highest limit of an adaptive limiter.
+    pub fn adaptive_limits(&self) -> Option<(usize, usize)> {
+        self.adaptive
+            .as_ref()
+            .map(|_| (self.limit(), self.highest.load(Relaxed)))
     }
 
     /// Takes a free slot, if there is one.
@@ -293,6 +303,7 @@ impl Limiter {
 
     fn set_limit(&self, next: usize) {
         let limit = self.limit.swap(next, Relaxed);
+        self.highest.fetch_max(next, Relaxed);
         if next > limit {
             // Growing first cancels retirements still due.
             let mut grow = next - limit;
@@ -592,6 +603,16 @@ mod tests {
         window(&limiter, FAST, Signal::Normal);
         window(&limiter, FAST, Signal::Normal);
         assert_eq!(limiter.limit(), 3);
+    }
+
+    #[test]
+    fn adaptive_limits_keep_the_highest() {
+        assert_eq!(Limiter::new(4, false).adaptive_limits(), None);
+        let limiter = Limiter::new(4, true);
+        window(&limiter, FAST, Signal::Normal);
+        window(&limiter, FAST, Signal::Normal);
+        window(&limiter, FAST, Signal::BackPressure);
+        assert_eq!(limiter.adaptive_limits(), Some((3, 6)));
     }
 
     #[test]

@@ -227,6 +227,11 @@ impl Sender {
         self.limiter.limit()
     }
 
+    /// Returns the current and the highest limit, when it is adaptive.
+    pub fn adaptive_limits(&self) -> Option<(usize, usize)> {
+        self.limiter.adaptive_limits()
+    }
+
     /// Delivers one request, retrying transient faults.
     ///
     /// `slot`, when given, is used for the first attempt if the breaker

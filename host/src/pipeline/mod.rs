@@ -30,7 +30,7 @@ use crate::delivery::{Sender, SenderOptions};
 use crate::identity;
 use crate::ledger::Ledger;
 use crate::plugin::{Classifier, Plugin, Record};
-use crate::report::{Counters, FileReport, RunReport};
+use crate::report::{AdaptiveLimit, Counters, FileReport, RunReport};
 
 /// Messages of parsed records buffered between reader and dispatcher.
 const CHANNEL_MESSAGES: usize = 4;
@@ -227,6 +227,10 @@ impl Pipeline {
             report.files.push(file);
         }
         report.breaker_openings = self.breaker.openings();
+        report.adaptive_limit = self
+            .sender
+            .adaptive_limits()
+            .map(|(last, highest)| AdaptiveLimit { last, highest });
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         report.pending_dead_letter_files =
             dead_letter::list_dir(&self.settings.dead_letter_dir, true).map_or(0, |f| f.len());
