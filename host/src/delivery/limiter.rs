@@ -242,10 +242,11 @@ impl Limiter {
         let mut window = lock(window);
         window.in_flight = window.in_flight.saturating_sub(1);
 
-        let answered_before = signal == Signal::BackPressure && started.shrinks < window.shrinks;
+        let counted_by_a_shrink =
+            signal == Signal::BackPressure && started.shrinks < window.shrinks;
         match signal {
             Signal::Other => return,
-            _ if answered_before => return,
+            _ if counted_by_a_shrink => return,
             Signal::BackPressure => window.back_pressure += 1,
             Signal::Normal => window.total += latency,
         }
