@@ -5,13 +5,17 @@
 //! the limit, and at least 20, so that one stray fault weighs little.
 //!
 //! - A window shrinks the limit when more of its attempts got a 429, a 503
-//!   or a timeout than a steady one in ten would give by chance. That is
-//!   more than the mean plus two standard deviations, such as 5 of 20 or 17
-//!   of 100. Many APIs fail a few percent of requests at any load, and a
-//!   limit that shrank on those would sink to one, where one stalled
-//!   request blocks all sending. The new limit is the share of the window
-//!   that the API served, with the one in ten counted as served: between
-//!   half and 90 % of the old limit, and at least one less.
+//!   or a timeout than the API's background share would give by chance.
+//!   That is more than the mean plus two standard deviations, such as 5 of
+//!   20 or 17 of 100 for a share of one in ten. The new limit is the share
+//!   of the window that the API served, with the background counted as
+//!   served: between half and 90 % of the old limit, and at least one less.
+//! - The background share is the share of back pressure at the lowest limit
+//!   below the current one that has seen enough attempts lately: between
+//!   one in ten and a half. Many APIs fail a share of requests at any load.
+//!   Back pressure that stays when the limit falls is of that kind, and a
+//!   limit that kept shrinking on it would sink to one, where one stalled
+//!   request blocks all sending.
 //! - A window that used the whole limit, with a mean latency of at most 1.5
 //!   times the baseline, grows the limit by one. The baseline is the lowest
 //!   window mean of the last 10 to 20 seconds, so that it follows an API
@@ -47,9 +51,15 @@ const KEEP_MOST: f64 = 0.9;
 const KEEP_LEAST: f64 = 0.5;
 /// Minimum number of attempts in a window.
 const MIN_WINDOW: usize = 20;
-/// Share of attempts with back pressure that the limit tolerates as the
-/// API's own, present at any load.
+/// Lowest and highest share of attempts with back pressure that the limit
+/// tolerates as the API's own, present at any load.
 const BACKGROUND_SHARE: f64 = 0.1;
+const BACKGROUND_MOST: f64 = 0.5;
+/// Attempts at one limit that measure its share of back pressure.
+const EVIDENCE: f64 = 50.0;
+/// Weight that the attempts counted at each limit keep from one window to
+/// the next, so that the count follows a change of the API.
+const FADE: f64 = 0.998;
 /// A window mean up to this multiple of the baseline lets the limit grow.
 const GROW_BELOW: f64 = 1.5;
 /// The baseline is the lowest window mean of the last one or two spans.
@@ -67,9 +77,11 @@ pub enum Signal {
     Other,
 }
 
-/// Marks an attempt on the wire: which shrink of the limit it started after.
+/// Marks an attempt on the wire: the limit it started under, and which
+/// shrink of the limit it started after.
 #[derive(Clone, Copy, Debug)]
 pub struct Started {
+    limit: usize,
     shrinks: u64,
 }
 
@@ -118,6 +130,28 @@ struct Window {
     // False from the breaker's opening until it closes again.
     breaker_closed: bool,
     baseline: Lowest,
+    // Attempts and back pressure counted at each limit, by index.
+    by_limit: Vec<Tally>,
+}
+
+/// Attempts counted at one limit, and those with back pressure.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    attempts: f64,
+    pressed: f64,
+}
+
+impl Window {
+    /// Returns the share of back pressure that the API has at any load: the
+    /// share at the lowest limit below `limit` with enough attempts.
+    fn background_share(&self, limit: usize) -> f64 {
+        self.by_limit[..limit.min(self.by_limit.len())]
+            .iter()
+            .find(|tally| tally.attempts >= EVIDENCE)
+            .map_or(BACKGROUND_SHARE, |tally| {
+                (tally.pressed / tally.attempts).clamp(BACKGROUND_SHARE, BACKGROUND_MOST)
+            })
+    }
 }
 
 /// The lowest value of the current span and of the one before it.
@@ -170,6 +204,7 @@ impl Limiter {
                         previous: f64::INFINITY,
                         since: None,
                     },
+                    by_limit: vec![Tally::default(); ADAPTIVE_MAX + 1],
                 })
             }),
         })
@@ -211,14 +246,19 @@ impl Limiter {
     /// Counts an attempt that went on the wire.
     pub fn started(&self) -> Started {
         let Some(window) = &self.adaptive else {
-            return Started { shrinks: 0 };
+            return Started {
+                limit: 0,
+                shrinks: 0,
+            };
         };
         let mut window = lock(window);
         window.in_flight += 1;
-        if window.in_flight >= self.limit() {
+        let limit = self.limit();
+        if window.in_flight >= limit {
             window.full = true;
         }
         Started {
+            limit,
             shrinks: window.shrinks,
         }
     }
@@ -251,13 +291,19 @@ impl Limiter {
             Signal::Normal => window.total += latency,
         }
         window.attempts += 1;
+        let tally = &mut window.by_limit[started.limit.min(ADAPTIVE_MAX)];
+        tally.attempts += 1.0;
+        if signal == Signal::BackPressure {
+            tally.pressed += 1.0;
+        }
         let limit = self.limit();
         if window.attempts < limit.max(MIN_WINDOW) {
             return;
         }
 
         let answered = window.attempts - window.back_pressure;
-        let pressed = window.back_pressure > background_limit(window.attempts);
+        let background = window.background_share(limit);
+        let pressed = window.back_pressure > background_limit(window.attempts, background);
         // Only responses without back pressure give latencies, because
         // the failures may have been quick.
         let baseline = if pressed || answered == 0 {
@@ -269,7 +315,7 @@ impl Limiter {
         let mean = window.total.as_secs_f64() / answered.max(1) as f64;
         let next = if pressed {
             let pressure = window.back_pressure as f64 / window.attempts as f64;
-            let keep = (1.0 + BACKGROUND_SHARE - pressure).clamp(KEEP_LEAST, KEEP_MOST);
+            let keep = (1.0 + background - pressure).clamp(KEEP_LEAST, KEEP_MOST);
             ((limit as f64 * keep) as usize).min(limit - 1).max(1)
         } else if window.breaker_closed && window.full && mean <= baseline * GROW_BELOW {
             (limit + 1).min(ADAPTIVE_MAX)
@@ -283,6 +329,10 @@ impl Limiter {
         window.back_pressure = 0;
         if next < limit {
             window.shrinks += 1;
+        }
+        for tally in &mut window.by_limit {
+            tally.attempts *= FADE;
+            tally.pressed *= FADE;
         }
         // Set under the lock, so that a drop to one for the breaker cannot
         // be overwritten by a window that ends at the same time.
@@ -332,12 +382,10 @@ impl Limiter {
 }
 
 /// Returns the largest count of back pressure in `attempts` that a steady
-/// share of one in ten gives by chance: the mean plus two standard
-/// deviations.
-fn background_limit(attempts: usize) -> usize {
+/// `share` gives by chance: the mean plus two standard deviations.
+fn background_limit(attempts: usize, share: f64) -> usize {
     let n = attempts as f64;
-    let p = BACKGROUND_SHARE;
-    (n * p + 2.0 * (n * p * (1.0 - p)).sqrt()) as usize
+    (n * share + 2.0 * (n * share * (1.0 - share)).sqrt()) as usize
 }
 
 fn lock(window: &Mutex<Window>) -> std::sync::MutexGuard<'_, Window> {
@@ -470,9 +518,10 @@ mod tests {
 
     #[test]
     fn background_limit_is_two_deviations_up() {
-        assert_eq!(background_limit(20), 4);
-        assert_eq!(background_limit(100), 16);
-        assert_eq!(background_limit(ADAPTIVE_MAX), 35);
+        assert_eq!(background_limit(20, BACKGROUND_SHARE), 4);
+        assert_eq!(background_limit(100, BACKGROUND_SHARE), 16);
+        assert_eq!(background_limit(ADAPTIVE_MAX, BACKGROUND_SHARE), 35);
+        assert_eq!(background_limit(20, 0.25), 8);
     }
 
     #[test]
@@ -519,6 +568,15 @@ mod tests {
         let limiter = Limiter::new(16, true);
         let mean = simulate(&limiter, 4000, |_| 1.0 / 7.0);
         assert!(mean > 32.0, "mean limit {mean}");
+    }
+
+    #[test]
+    fn steady_quarter_of_faults_keeps_the_start() {
+        // An API that fails one request in four whatever the load: the
+        // share at low limits shows that shrinking does not help.
+        let limiter = Limiter::new(16, true);
+        let mean = simulate(&limiter, 4000, |_| 0.25);
+        assert!(mean >= 16.0, "mean limit {mean}");
     }
 
     #[test]
