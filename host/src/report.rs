@@ -41,6 +41,16 @@ pub struct Counters {
     pub transient_faults: AtomicU64,
 }
 
+impl Counters {
+    /// Creates counters whose concurrency limit starts at `limit`, so that
+    /// metrics served before the sender exists already show it.
+    pub fn with_limit(limit: usize) -> Self {
+        let counters = Counters::default();
+        counters.concurrency_limit.store(limit as u64, Relaxed);
+        counters
+    }
+}
+
 impl Default for Counters {
     fn default() -> Self {
         Counters {

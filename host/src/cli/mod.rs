@@ -392,7 +392,7 @@ fn ingest(
         let (stop, stopped) = watch::channel(false);
         let signal = Arc::new(Mutex::new(None));
         tokio::spawn(watch_signals(stop, signal.clone()));
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::with_limit(settings.http.concurrency.get()));
         let metrics = Arc::new(Metrics::new(counters.clone(), &settings.dead_letter_dir));
         serve_metrics(metrics_listener, &metrics)?;
         let pipeline = Pipeline::new(settings, plugin, counters.clone(), stopped, force)?;

@@ -44,7 +44,7 @@ pub(super) fn run(logging: &Logging, args: &WatchArgs) -> Result<u8, Failure> {
         let (hangup_sender, hangups) = mpsc::unbounded_channel();
         tokio::spawn(forward_hangups(hangup, hangup_sender));
 
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::with_limit(settings.http.concurrency.get()));
         let metrics = Arc::new(Metrics::new(counters.clone(), &settings.dead_letter_dir));
         serve_metrics(metrics_listener, &metrics).map_err(Failure::other)?;
         let pipeline = Pipeline::new(settings, plugin, counters.clone(), stopped.clone(), false)

@@ -367,3 +367,11 @@ fn readiness_without_a_breaker_is_ready() {
         readiness.body
     );
 }
+
+#[test]
+fn concurrency_limit_is_set_before_sending() {
+    let counters = Arc::new(Counters::with_limit(16));
+    let metrics = Metrics::new(counters, Path::new("/nonexistent"));
+    let exposition = parse(&metrics.encode());
+    assert_eq!(exposition.value("sluice_concurrency_limit", &[]), 16.0);
+}
