@@ -523,19 +523,36 @@ impl Results {
         );
 
         let small = median_u64(self.sluice.iter().map(|run| run.max_rss));
-        let peak = self
-            .sluice
+        let peaks = |runs: &[Sample]| runs.iter().map(|run| run.max_rss).collect::<Vec<_>>();
+        let mut by_kind = vec![
+            ("fault-free", peaks(&self.sluice)),
+            ("with faults", peaks(&self.sluice_faults)),
+        ];
+        if let Some((_, run)) = &self.large {
+            by_kind.push(("larger input", vec![run.max_rss]));
+        }
+        let peak = by_kind
             .iter()
-            .chain(&self.sluice_faults)
-            .chain(self.large.iter().map(|(_, run)| run))
-            .map(|run| run.max_rss)
+            .flat_map(|(_, peaks)| peaks.iter().copied())
             .max()
             .unwrap_or(0);
+        // Every run's peak, so that an outlier shows which run it was.
+        let all: Vec<String> = by_kind
+            .iter()
+            .map(|(kind, peaks)| {
+                let peaks: Vec<String> = peaks
+                    .iter()
+                    .map(|peak| format!("{:.1}", *peak as f64 / MIB))
+                    .collect();
+                format!("{kind} {}", peaks.join(", "))
+            })
+            .collect();
         let _ = writeln!(
             out,
-            "| peak RSS < {} MiB | {:.1} MiB (highest of all runs) | {} |",
+            "| peak RSS < {} MiB | {:.1} MiB, highest of all runs (MiB: {}) | {} |",
             RSS_TARGET / (1024 * 1024),
             peak as f64 / MIB,
+            all.join("; "),
             verdict(peak < RSS_TARGET)
         );
         match &self.large {
