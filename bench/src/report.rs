@@ -537,7 +537,7 @@ impl Results {
             .max()
             .unwrap_or(0);
         // Every run's peak, so that an outlier shows which run it was.
-        let all: Vec<String> = by_kind
+        let listed: Vec<String> = by_kind
             .iter()
             .map(|(kind, peaks)| {
                 let peaks: Vec<String> = peaks
@@ -552,7 +552,7 @@ impl Results {
             "| peak RSS < {} MiB | {:.1} MiB, highest of all runs (MiB: {}) | {} |",
             RSS_TARGET / (1024 * 1024),
             peak as f64 / MIB,
-            all.join("; "),
+            listed.join("; "),
             verdict(peak < RSS_TARGET)
         );
         match &self.large {

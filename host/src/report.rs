@@ -46,7 +46,7 @@ impl Counters {
     /// metrics served before the sender exists already show it.
     pub fn with_limit(limit: usize) -> Self {
         let counters = Counters::default();
-        counters.concurrency_limit.store(limit as u64, Relaxed);
+        InFlight::limit(&counters, limit);
         counters
     }
 }

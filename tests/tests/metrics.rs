@@ -46,8 +46,8 @@ impl Running {
         Running::start_with(dir, server, extra, &airports(dir)).await
     }
 
-    /// Like [`Running::start`], but sends `input`, whose rows hold the
-    /// airport CSV's `iata` column.
+    /// Starts like [`Running::start`], but sends `input`, whose rows
+    /// contain the airport CSV's `iata` column.
     async fn start_with(dir: &Path, server: &MockServer, extra: &[&str], input: &Path) -> Running {
         let summary_pipe = dir.join("summary.pipe");
         let mkfifo = std::process::Command::new("mkfifo")
@@ -351,7 +351,8 @@ struct BackgroundFaults {
 impl Respond for BackgroundFaults {
     fn respond(&self, _: &Request) -> ResponseTemplate {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
-        // Multiplying by an odd constant scatters the faults.
+        // The top three bits of the product with an odd constant pick one
+        // request in eight, scattered over the run.
         if n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61 == 0 {
             ResponseTemplate::new(503)
         } else {
@@ -392,7 +393,7 @@ async fn adaptive_limit_survives_steady_faults() {
         "{failed} failed requests for {delivered} records"
     );
     // Shrinking on those would not help, and a limit that did would sink
-    // toward one. It ends no lower than it started.
+    // toward one, so the limit must end no lower than its start of 16.
     let limit = last.value("sluice_concurrency_limit", &[]);
     assert!(limit >= 16.0, "the limit sank to {limit}");
     assert_eq!(
