@@ -34,6 +34,7 @@ use clap::Parser;
 use crate::report::{Adaptive, Baseline, Results};
 use crate::runs::{RetrySettings, Sample, Target};
 use crate::sink::Sink;
+use crate::wire::Client;
 
 /// Rows of the input in `--smoke` mode.
 const SMOKE_ROWS: u64 = 5_000;
@@ -277,6 +278,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
     // One round runs each client once, so that a change in the machine's
     // load during the harness affects all of them alike.
     let mut wire_samples = Vec::new();
+    let mut hyper_samples = Vec::new();
     let mut sluice_runs = Vec::new();
     let mut fault_runs = Vec::new();
     let mut faults_sent = Vec::new();
@@ -285,7 +287,23 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         progress(format_args!("round {round} of {runs}: wire limit"));
         sink.configure(0.0, args.seed, args.latency);
         wire_samples.push(with_sink_cpu(&sink, || {
-            wire::run(&requests, args.concurrency, args.wire_workers)
+            wire::run(
+                &requests,
+                args.concurrency,
+                args.wire_workers,
+                Client::Reqwest,
+            )
+        })?);
+        progress(format_args!(
+            "round {round} of {runs}: wire limit of hyper alone"
+        ));
+        hyper_samples.push(with_sink_cpu(&sink, || {
+            wire::run(
+                &requests,
+                args.concurrency,
+                args.wire_workers,
+                Client::Hyper,
+            )
         })?);
 
         progress(format_args!("round {round} of {runs}: sluice, fault-free"));
@@ -347,9 +365,12 @@ fn run(mut args: Args) -> anyhow::Result<()> {
                 "round {round} of {runs}: fixed and adaptive limits, {} added latency",
                 humantime::format_duration(args.adaptive_latency)
             ));
-            comparison
-                .wire
-                .push(wire::run(&head, args.concurrency, args.wire_workers)?);
+            comparison.wire.push(wire::run(
+                &head,
+                args.concurrency,
+                args.wire_workers,
+                Client::Reqwest,
+            )?);
             let fixed = runs::sluice(&paths.sluice, &paths.plugin, &comparison.input, &target)?;
             comparison.fixed.push(fixed);
             let adaptive = Target {
@@ -383,6 +404,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         plugin_parse,
         native_parse,
         wire: wire_samples,
+        wire_hyper: hyper_samples,
         wire_body_bytes,
         sluice: sluice_runs,
         sluice_faults: fault_runs,

@@ -75,6 +75,8 @@ pub fn native(bytes: &[u8]) -> anyhow::Result<(u64, Duration)> {
 pub struct WireRequest {
     pub method: reqwest::Method,
     pub url: reqwest::Url,
+    /// The same URL, parsed for hyper.
+    pub uri: hyper::Uri,
     pub headers: reqwest::header::HeaderMap,
     pub body: bytes::Bytes,
 }
@@ -128,9 +130,11 @@ pub fn requests(plugin: &Plugin, bytes: &[u8], base: &str) -> anyhow::Result<Vec
                 record.position.record_number
             );
             headers.insert("idempotency-key", key.parse()?);
+            let url = format!("{base}{}", request.path);
             out.push(WireRequest {
                 method: request.method.parse()?,
-                url: format!("{base}{}", request.path).parse()?,
+                uri: url.parse()?,
+                url: url.parse()?,
                 headers,
                 body: request.body.into(),
             });

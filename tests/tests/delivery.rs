@@ -746,3 +746,57 @@ async fn post_method_and_paths_with_reserved_characters() {
 
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
 }
+
+/// A port on 127.0.0.1 that refuses connections.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn proxy_from_the_environment_carries_the_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/airports/ABQ"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&proxy)
+        .await;
+    // The endpoint refuses connections, so only the proxy can deliver.
+    let endpoint = closed_port();
+
+    let finished = Sluice::new("run", dir.path())
+        .arg("--endpoint")
+        .arg(endpoint.clone())
+        .plugin_config("path", "/airports/{iata}")
+        .env("HTTP_PROXY", &proxy.uri())
+        .env("NO_PROXY", "")
+        .arg(one_airport(dir.path()))
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let received = proxy.received_requests().await.unwrap();
+    assert_eq!(received.len(), 1);
+    // A proxy gets the whole URL in the request line.
+    assert_eq!(received[0].url.as_str(), format!("{endpoint}/airports/ABQ"));
+}
+
+#[tokio::test]
+async fn no_proxy_sends_around_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script::new(&[204]);
+    let server = serve(script.clone()).await;
+
+    let finished = run(dir.path(), &server)
+        .env("HTTP_PROXY", &closed_port())
+        .env("NO_PROXY", "127.0.0.1")
+        .arg(one_airport(dir.path()))
+        .run()
+        .await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}

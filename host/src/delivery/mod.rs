@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod classify;
 pub mod limiter;
 pub mod retry_after;
+mod transport;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,7 @@ use self::classify::{Fault, FaultKind};
 pub use self::limiter::Slot;
 use self::limiter::{Limiter, Signal};
 use self::retry_after::parse_retry_after;
+use self::transport::Transport;
 use crate::config::HttpSettings;
 
 /// How many bytes of an error response body are kept for reports.
@@ -147,7 +149,7 @@ pub trait InFlight: Send + Sync {
 /// Sends requests through one connection pool, concurrency limit and
 /// breaker.
 pub struct Sender {
-    client: reqwest::Client,
+    transport: Transport,
     limiter: Arc<Limiter>,
     breaker: Arc<Breaker>,
     retry: RetryPolicy,
@@ -170,11 +172,12 @@ pub struct SenderOptions {
 }
 
 impl Sender {
-    /// Builds the HTTP client.
+    /// Builds the HTTP clients.
     ///
     /// # Errors
     ///
-    /// Fails when the TLS backend cannot be initialised.
+    /// Fails when the TLS backend cannot be initialised or a proxy variable
+    /// holds an invalid value.
     pub fn new(
         http: &HttpSettings,
         retry: RetryPolicy,
@@ -182,18 +185,11 @@ impl Sender {
         in_flight: Arc<dyn InFlight>,
         options: SenderOptions,
     ) -> anyhow::Result<Sender> {
-        let client = reqwest::Client::builder()
-            .timeout(http.timeout)
-            .connect_timeout(http.connect_timeout)
-            .pool_max_idle_per_host(http.max_concurrency())
-            .tcp_nodelay(true)
-            .redirect(redirect_policy())
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let transport = Transport::new(http)?;
         let limiter = Limiter::new(http.concurrency.get(), http.adaptive);
         in_flight.limit(limiter.limit());
         Ok(Sender {
-            client,
+            transport,
             limiter,
             breaker,
             retry,
@@ -439,27 +435,10 @@ impl Sender {
         &self,
         request: &PreparedRequest,
     ) -> Result<StatusCode, (FailureDetail, Option<Duration>)> {
-        let transport = |err: reqwest::Error| {
-            let detail = FailureDetail {
-                fault: Fault::from_reqwest(err),
-                body: None,
-            };
-            (detail, None)
-        };
-        let response = self
-            .client
-            .request(request.method.clone(), request.url.clone())
-            .headers(request.headers.clone())
-            .body(request.body.clone())
-            .send()
-            .await
-            .map_err(transport)?;
-
-        let status = response.status();
-        // Reading the body keeps the connection reusable and makes a body
-        // that stalls past the timeout count as a timeout.
+        let fail = |fault| (FailureDetail { fault, body: None }, None);
+        let response = self.transport.exchange(request).await.map_err(fail)?;
+        let status = response.status;
         if status.is_success() {
-            response.bytes().await.map_err(transport)?;
             return Ok(status);
         }
         let retry_after = if matches!(
@@ -467,15 +446,15 @@ impl Sender {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) {
             response
-                .headers()
+                .headers
                 .get(RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| parse_retry_after(value, SystemTime::now()))
         } else {
             None
         };
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport)?;
+        let headers = response.headers;
+        let body = response.body;
 
         let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]);
         let mut text = text.trim().to_owned();
@@ -534,23 +513,6 @@ impl Sender {
         };
         Err((detail, retry_after))
     }
-}
-
-/// Follows only redirects that keep the method and body (307 and 308).
-/// 301, 302 and 303 may turn a PUT or POST into a GET, which would report
-/// a record as delivered when it was not written.
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let keeps_method = matches!(
-            attempt.status(),
-            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
-        );
-        if !keeps_method || attempt.previous().len() >= 10 {
-            attempt.stop()
-        } else {
-            attempt.follow()
-        }
-    })
 }
 
 /// Builds a request from a plugin's method, path, headers and body.

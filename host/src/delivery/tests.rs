@@ -319,6 +319,151 @@ async fn see_other_redirect_is_not_followed() {
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
+#[tokio::test]
+async fn temporary_and_permanent_redirects_are_followed_with_the_body() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/items/1"))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", "/moved/1"))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/moved/1"))
+        .respond_with(ResponseTemplate::new(308).insert_header("Location", "../final/1"))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/final/1"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&server)
+        .await;
+    let sender = sender(retry(0), 5, Duration::from_secs(5));
+
+    let (delivery, _) = deliver(&sender, &put(&server)).await;
+
+    assert!(
+        matches!(delivery.outcome, Outcome::Delivered { status } if status == StatusCode::CREATED),
+        "{:?}",
+        delivery.outcome
+    );
+    let received = server.received_requests().await.unwrap();
+    let paths: Vec<_> = received.iter().map(|r| r.url.path().to_owned()).collect();
+    assert_eq!(paths, ["/items/1", "/moved/1", "/final/1"]);
+    assert!(received.iter().all(|r| r.body == b"{}"));
+}
+
+#[tokio::test]
+async fn endless_redirects_end_as_a_rejection() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", "/items/1"))
+        .mount(&server)
+        .await;
+    let sender = sender(retry(2), 5, Duration::from_secs(5));
+
+    let (delivery, _) = deliver(&sender, &put(&server)).await;
+
+    let Outcome::Rejected(detail) = delivery.outcome else {
+        panic!("expected a rejection, got {:?}", delivery.outcome);
+    };
+    assert_eq!(detail.fault.status(), Some(StatusCode::TEMPORARY_REDIRECT));
+    // The first request and ten redirects, with no retry of a 3xx.
+    assert_eq!(server.received_requests().await.unwrap().len(), 11);
+}
+
+#[tokio::test]
+async fn credentials_do_not_follow_a_redirect_to_another_origin() {
+    let first = MockServer::start().await;
+    let second = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("Location", format!("{}/x", second.uri())),
+        )
+        .mount(&first)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&second)
+        .await;
+    let endpoint = Url::parse(&first.uri()).unwrap();
+    let headers = [
+        ("Authorization".to_owned(), "Bearer secret".to_owned()),
+        ("X-Trace".to_owned(), "kept".to_owned()),
+    ];
+    let request = prepare(&endpoint, "PUT", "/items/1", headers, &[], b"{}".to_vec()).unwrap();
+    let sender = sender(retry(0), 5, Duration::from_secs(5));
+
+    let (delivery, _) = deliver(&sender, &request).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Delivered { .. }));
+    let before = &first.received_requests().await.unwrap()[0];
+    assert_eq!(before.headers["authorization"], "Bearer secret");
+    let after = &second.received_requests().await.unwrap()[0];
+    assert!(!after.headers.contains_key("authorization"));
+    assert_eq!(after.headers["x-trace"], "kept");
+}
+
+#[tokio::test]
+async fn credentials_in_the_endpoint_travel_as_basic_auth() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let mut endpoint = Url::parse(&server.uri()).unwrap();
+    endpoint.set_username("loader").unwrap();
+    endpoint.set_password(Some("s3cret")).unwrap();
+    let request = prepare(&endpoint, "PUT", "/items/1", [], &[], b"{}".to_vec()).unwrap();
+    let sender = sender(retry(0), 5, Duration::from_secs(5));
+
+    let (delivery, _) = deliver(&sender, &request).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Delivered { .. }));
+    let received = &server.received_requests().await.unwrap()[0];
+    // "loader:s3cret" in base64.
+    assert_eq!(
+        received.headers["authorization"],
+        "Basic bG9hZGVyOnMzY3JldA=="
+    );
+    assert!(received.headers["user-agent"]
+        .to_str()
+        .unwrap()
+        .starts_with("sluice/"));
+}
+
+#[tokio::test]
+async fn body_that_stalls_past_the_timeout_is_a_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                // Ten bytes promised, three sent, then nothing.
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
+                let _ = socket.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+    });
+    let endpoint = Url::parse(&format!("http://{addr}")).unwrap();
+    let request = prepare(&endpoint, "PUT", "/x", [], &[], b"{}".to_vec()).unwrap();
+    let sender = sender(retry(0), 5, Duration::from_millis(300));
+
+    let (delivery, _) = deliver(&sender, &request).await;
+
+    let Outcome::Exhausted(detail) = delivery.outcome else {
+        panic!(
+            "expected the retries to run out, got {:?}",
+            delivery.outcome
+        );
+    };
+    assert_eq!(detail.fault, Fault::Timeout);
+}
+
 #[test]
 fn prepare_joins_endpoint_and_path() {
     let endpoint = Url::parse("http://127.0.0.1:9/api/").unwrap();
