@@ -418,19 +418,19 @@ fn ingest(
     finish(&report, summary_json.as_deref())
 }
 
-/// Builds the runtime that sends requests, with one worker thread fewer
-/// than the machine has cores, because the reader thread runs the plugin
-/// on a core of its own. On two cores that leaves one worker, so its tasks
-/// wake each other without crossing threads. In `scripts/bench` this cut
-/// the CPU time per record by about a fifth against a worker per core.
+/// Builds the runtime that sends requests, with tokio's default of one
+/// worker thread per core. The reader thread runs the plugin beside them at
+/// a lower priority. On 2 cores, in 10 alternating pairs of runs of 150,000
+/// rows against `scripts/bench --serve`, two workers beat one in every pair
+/// (by 10 % in the median pair) at the same CPU time per record. A likely
+/// reason is that hyper runs each connection as a task of its own, and
+/// those tasks can then run beside the dispatcher.
 ///
-/// A current-thread runtime would save a little more CPU time. It is not
-/// used because the metrics server must keep serving while the main thread
-/// writes the summary after the run, and only worker threads do that.
+/// A current-thread runtime is not used because the metrics server must
+/// keep serving while the main thread writes the summary after the run,
+/// and only worker threads do that.
 pub(crate) fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores.saturating_sub(1).max(1))
         .enable_all()
         .build()
 }
