@@ -62,7 +62,7 @@ impl Sending {
         })
     }
 
-    /// Sends one request and reads its body; true on a 2xx response.
+    /// Sends one request and reads its body. Returns true on a 2xx response.
     async fn send(&self, request: &WireRequest) -> bool {
         match self {
             Sending::Reqwest(client) => {

@@ -747,7 +747,7 @@ async fn post_method_and_paths_with_reserved_characters() {
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
 }
 
-/// A port on 127.0.0.1 that refuses connections.
+/// Returns the URL of a port on 127.0.0.1 that refuses connections.
 fn closed_port() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -320,7 +320,7 @@ async fn see_other_redirect_is_not_followed() {
 }
 
 #[tokio::test]
-async fn temporary_and_permanent_redirects_are_followed_with_the_body() {
+async fn redirects_307_and_308_keep_the_body() {
     let server = MockServer::start().await;
     Mock::given(method("PUT"))
         .and(path("/items/1"))
@@ -372,7 +372,7 @@ async fn endless_redirects_end_as_a_rejection() {
 }
 
 #[tokio::test]
-async fn credentials_do_not_follow_a_redirect_to_another_origin() {
+async fn cross_origin_redirect_drops_credentials() {
     let first = MockServer::start().await;
     let second = MockServer::start().await;
     Mock::given(method("PUT"))
@@ -432,7 +432,7 @@ async fn credentials_in_the_endpoint_travel_as_basic_auth() {
 }
 
 #[tokio::test]
-async fn body_that_stalls_past_the_timeout_is_a_timeout() {
+async fn stalled_body_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
