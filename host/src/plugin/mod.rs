@@ -681,10 +681,10 @@ fn placeholder_info(path: &Path) -> PluginInfo {
 }
 
 /// Returns the settings of the compiled-plugin cache: wasmtime's defaults,
-/// except that a cached plugin is never compressed again. By default a
-/// background thread recompresses an entry at zstd level 20 once it has
-/// been used 256 times, and that raised one run's peak RSS from about 57
-/// to 229 MiB in the benchmark.
+/// except that a cached plugin is never compressed again. By default,
+/// wasmtime 48 recompresses an entry at zstd level 20 on a background
+/// thread once it has been used 256 times, and that raised one run's peak
+/// RSS from about 57 to 229 MiB in the benchmark.
 fn cache_config() -> wasmtime::CacheConfig {
     let mut config = wasmtime::CacheConfig::new();
     config
