@@ -176,8 +176,8 @@ impl Sender {
     ///
     /// # Errors
     ///
-    /// Fails when the TLS backend cannot be initialised or a proxy variable
-    /// holds an invalid value.
+    /// Fails when the TLS backend or, with a proxy variable set, the
+    /// client for proxied requests cannot be initialised.
     pub fn new(
         http: &HttpSettings,
         retry: RetryPolicy,

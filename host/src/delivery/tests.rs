@@ -432,6 +432,40 @@ async fn credentials_in_the_endpoint_travel_as_basic_auth() {
 }
 
 #[tokio::test]
+async fn same_origin_redirect_keeps_endpoint_credentials() {
+    let server = MockServer::start().await;
+    // An absolute Location on the same origin, without user info.
+    Mock::given(method("PUT"))
+        .and(path("/items/1"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("Location", format!("{}/moved/1", server.uri())),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/moved/1"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let mut endpoint = Url::parse(&server.uri()).unwrap();
+    endpoint.set_username("loader").unwrap();
+    endpoint.set_password(Some("s3cret")).unwrap();
+    let request = prepare(&endpoint, "PUT", "/items/1", [], &[], b"{}".to_vec()).unwrap();
+    let sender = sender(retry(0), 5, Duration::from_secs(5));
+
+    let (delivery, _) = deliver(&sender, &request).await;
+
+    assert!(matches!(delivery.outcome, Outcome::Delivered { .. }));
+    let received = server.received_requests().await.unwrap();
+    assert_eq!(received.len(), 2);
+    for hop in &received {
+        // "loader:s3cret" in base64.
+        assert_eq!(hop.headers["authorization"], "Basic bG9hZGVyOnMzY3JldA==");
+    }
+}
+
+#[tokio::test]
 async fn stalled_body_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

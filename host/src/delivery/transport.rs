@@ -53,7 +53,8 @@ impl Transport {
     /// # Errors
     ///
     /// Fails when the TLS provider cannot be set up, or when a proxy
-    /// variable is set and reqwest rejects its value.
+    /// variable is set and reqwest's client cannot be built. An invalid
+    /// proxy value is not an error: the proxy rules skip it.
     pub fn new(http: &HttpSettings) -> anyhow::Result<Transport> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -129,7 +130,7 @@ impl Transport {
             else {
                 break;
             };
-            let mut next_headers = headers.take().unwrap_or_else(|| request.headers.clone());
+            let mut next_headers = headers.take().unwrap_or_else(|| first_hop_headers(request));
             if !same_origin(from, &next) {
                 for name in [
                     header::AUTHORIZATION,
@@ -222,6 +223,17 @@ async fn send_proxied(
         headers,
         body,
     })
+}
+
+/// Returns the first request's headers for the hops after it, with the
+/// basic authentication of the endpoint's user info added, because an
+/// absolute `Location` on the same origin carries no user info of its own.
+fn first_hop_headers(request: &PreparedRequest) -> HeaderMap {
+    let mut headers = request.headers.clone();
+    if let Some(value) = basic_auth(&request.url) {
+        headers.entry(header::AUTHORIZATION).or_insert(value);
+    }
+    headers
 }
 
 /// Returns whether any proxy variable is set, so that the proxy rules need
