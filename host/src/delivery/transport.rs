@@ -109,9 +109,9 @@ impl Transport {
                 &request.body,
             )
             .await?;
-        // Only the redirects that keep the method and body are followed:
-        // 301, 302 and 303 may turn a PUT or POST into a GET, which would
-        // report a record as delivered when it was not written.
+        // Only the redirects that keep the method and body are followed,
+        // because 301, 302 and 303 may turn a PUT or POST into a GET, which
+        // would report a record as delivered when it was not written.
         let mut url = None::<Url>;
         let mut headers = None::<HeaderMap>;
         for _ in 0..MAX_REDIRECTS {
@@ -265,7 +265,8 @@ fn to_uri(url: &Url) -> Result<hyper::Uri, Fault> {
     text.map_err(|err| Fault::Request(format!("the URL is not a valid request target: {err}")))
 }
 
-/// The basic `Authorization` header for a URL's user name and password.
+/// Builds the basic `Authorization` header for a URL's user name and
+/// password, when it has them.
 fn basic_auth(url: &Url) -> Option<HeaderValue> {
     if url.username().is_empty() && url.password().is_none() {
         return None;
@@ -286,8 +287,8 @@ fn basic_auth(url: &Url) -> Option<HeaderValue> {
     Some(value)
 }
 
-/// Whether two URLs share scheme, host and port, so that credentials may
-/// follow a redirect from one to the other.
+/// Returns whether two URLs share scheme, host and port, so that
+/// credentials may follow a redirect from one to the other.
 fn same_origin(from: &Url, to: &Url) -> bool {
     from.scheme() == to.scheme()
         && from.host_str() == to.host_str()
@@ -295,7 +296,7 @@ fn same_origin(from: &Url, to: &Url) -> bool {
 }
 
 /// Classifies an error from sending a request or reading its body. A
-/// connect timeout is a timeout; every other error broke the exchange off
+/// connect timeout is a timeout. Every other error broke the exchange off
 /// midway, such as a refused connection or a reset.
 fn transport_fault(err: &(dyn std::error::Error + 'static)) -> Fault {
     let mut source = Some(err);
@@ -353,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn timed_out_io_error_anywhere_in_the_chain_is_a_timeout() {
+    fn timed_out_cause_is_a_timeout() {
         #[derive(Debug)]
         struct Outer(std::io::Error);
         impl std::fmt::Display for Outer {
